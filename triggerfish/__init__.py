@@ -1,0 +1,125 @@
+"""triggerfish: a self-hostable functions-as-a-service engine.
+
+The names below are loaded on first use, so that a replica, which imports
+``triggerfish.engine.replica`` only, starts without loading pydantic, anyio or sqlite.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "ConfigurationError",
+    "Engine",
+    "EngineClosedError",
+    "ErrorInfo",
+    "Execution",
+    "ExecutionContext",
+    "ExecutionNotFoundError",
+    "ExecutionPage",
+    "ExecutionStatus",
+    "FunctionHandle",
+    "FunctionSpec",
+    "InvocationCancelledError",
+    "InvocationError",
+    "InvocationFailedError",
+    "InvocationTimedOutError",
+    "MemoryStore",
+    "SerializationError",
+    "ServiceSpec",
+    "ServiceState",
+    "ServiceStatus",
+    "SqliteStore",
+    "StatusChange",
+    "Store",
+    "TriggerfishError",
+    "UnknownFunctionError",
+    "current_context",
+    "method",
+]
+
+_HOMES = {
+    "Engine": "triggerfish.sdk.engine",
+    "method": "triggerfish.sdk.engine",
+    "FunctionHandle": "triggerfish.sdk.handle",
+    "ExecutionContext": "triggerfish.engine.replica.context",
+    "current_context": "triggerfish.engine.replica.context",
+    "MemoryStore": "triggerfish.store.memory",
+    "SqliteStore": "triggerfish.store.sqlite",
+    "Store": "triggerfish.store.abc",
+    **dict.fromkeys(
+        [
+            "ErrorInfo",
+            "Execution",
+            "ExecutionPage",
+            "ExecutionStatus",
+            "FunctionSpec",
+            "ServiceSpec",
+            "ServiceState",
+            "ServiceStatus",
+            "StatusChange",
+        ],
+        "triggerfish.models",
+    ),
+    **dict.fromkeys(
+        [
+            "ConfigurationError",
+            "EngineClosedError",
+            "ExecutionNotFoundError",
+            "InvocationCancelledError",
+            "InvocationError",
+            "InvocationFailedError",
+            "InvocationTimedOutError",
+            "SerializationError",
+            "TriggerfishError",
+            "UnknownFunctionError",
+        ],
+        "triggerfish.errors",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'triggerfish' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from .engine.replica.context import ExecutionContext, current_context
+    from .errors import (
+        ConfigurationError,
+        EngineClosedError,
+        ExecutionNotFoundError,
+        InvocationCancelledError,
+        InvocationError,
+        InvocationFailedError,
+        InvocationTimedOutError,
+        SerializationError,
+        TriggerfishError,
+        UnknownFunctionError,
+    )
+    from .models import (
+        ErrorInfo,
+        Execution,
+        ExecutionPage,
+        ExecutionStatus,
+        FunctionSpec,
+        ServiceSpec,
+        ServiceState,
+        ServiceStatus,
+        StatusChange,
+    )
+    from .sdk.engine import Engine, method
+    from .sdk.handle import FunctionHandle
+    from .store.abc import Store
+    from .store.memory import MemoryStore
+    from .store.sqlite import SqliteStore

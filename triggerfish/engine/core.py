@@ -1,0 +1,576 @@
+"""The engine core: executions from start to a final status, durably.
+
+It owns the live state of every unfinished execution, the service pools that run them, and
+the store that keeps them. Everything here runs on one event loop; the only awaits on the hot
+path are the store's group commits.
+
+Life of an execution: ``submit`` stores it PENDING and queues it on its service's pool; the pool
+dispatches it to a replica (RUNNING); the replica reports DONE and it becomes SUCCEEDED, or a
+failed attempt goes back to PENDING after its backoff until ``max_attempts`` is spent (FAILED,
+TIMED_OUT). Cancel and timeout ask the replica to stop it; a replica that does not within the
+kill grace is killed and replaced, and the other executions it held go back to the queue.
+Waiters (``wait``) are woken only once the final status is committed, so a result a caller has
+seen is never run again after a crash.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from ..errors import (
+    EngineClosedError,
+    ExecutionNotFoundError,
+    InvocationCancelledError,
+    InvocationError,
+    InvocationFailedError,
+    InvocationTimedOutError,
+    TriggerfishError,
+    UnknownFunctionError,
+)
+from ..models import (
+    ErrorInfo,
+    ExecutionRecord,
+    ExecutionStatus,
+    FunctionSpec,
+    ServiceSpec,
+    ServiceState,
+    ServiceStatus,
+    new_execution_id,
+)
+from ..store.abc import Store
+from .deadlines import DeadlineQueue
+from .log import debug_enabled, logger
+from .replica import protocol
+from .runtimes.abc import Runtime
+from .runtimes.process import ProcessRuntime
+from .scheduler import ErrorTriple, PoolCallbacks, ServicePool, Slots
+
+PENDING = ExecutionStatus.PENDING
+RUNNING = ExecutionStatus.RUNNING
+UNFINISHED = (PENDING, RUNNING, ExecutionStatus.CANCELLING)
+MAX_LOG_ENTRIES = 10_000
+
+
+def raise_for_outcome(record: ExecutionRecord) -> bytes:
+    """The pickled result of a SUCCEEDED record; the matching InvocationError otherwise."""
+    status = record.status
+    if status is ExecutionStatus.SUCCEEDED:
+        return record.result or pickle.dumps(None)
+    etype, emsg, etb = record.error or ("", "", "")
+    where = f"execution {record.id} of {record.function}"
+    if status is ExecutionStatus.CANCELLED:
+        raise InvocationCancelledError(f"{where} was cancelled", execution_id=record.id)
+    if status is ExecutionStatus.TIMED_OUT:
+        raise InvocationTimedOutError(f"{where} timed out: {emsg}", execution_id=record.id)
+    if status is ExecutionStatus.FAILED:
+        raise InvocationFailedError(
+            f"{where} failed: {etype}: {emsg}",
+            execution_id=record.id,
+            error_type=etype,
+            error_message=emsg,
+            remote_traceback=etb,
+        )
+    raise InvocationError(f"{where} has not finished ({status})", execution_id=record.id)
+
+
+class Service:
+    """A registered service: its spec, its functions and what a replica loads."""
+
+    def __init__(
+        self, spec: ServiceSpec, functions: dict[str, FunctionSpec], init_payload: bytes
+    ) -> None:
+        self.spec = spec
+        self.functions = functions
+        self.init_payload = init_payload
+
+
+class EngineCore(PoolCallbacks):
+    """Runs registered functions' executions on replicas, keeping each one in the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        runtime: Runtime | None = None,
+        *,
+        kill_grace: float = 5.0,
+        drain_timeout: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.runtime = runtime or ProcessRuntime()
+        self.kill_grace = kill_grace
+        self.drain_timeout = drain_timeout
+        self.services: dict[str, Service] = {}
+        self.functions: dict[str, FunctionSpec] = {}
+        self.pools: dict[str, ServicePool] = {}
+        self.live: dict[str, ExecutionRecord] = {}
+        self._placement: dict[str, tuple[ServicePool, Slots]] = {}
+        self._stop_reasons: dict[str, str] = {}
+        self._killed: set[str] = set()
+        self._waiters: dict[str, anyio.Event] = {}
+        self._clock_wake = anyio.Event()
+        self._timeouts = DeadlineQueue(lambda: self._clock_wake.set())
+        self._grace = DeadlineQueue(lambda: self._clock_wake.set())
+        self._backoff = DeadlineQueue(lambda: self._clock_wake.set())
+        self._idle_placements = anyio.Event()
+        self._task_group: TaskGroup | None = None
+        self.running = False
+
+    # -- registration and life ------------------------------------------------------------
+
+    def register(self, service: Service) -> None:
+        """Add a service and its functions (before or while the engine runs)."""
+        for name in service.functions:
+            if name in self.functions:
+                raise TriggerfishError(f"a function named {name!r} is already registered")
+        self.services[service.spec.name] = service
+        self.functions.update(service.functions)
+        if self._task_group is not None:
+            self._task_group.start_soon(self._start_pool, service)
+
+    async def start(self, task_group: TaskGroup) -> None:
+        self._task_group = task_group
+        await self.store.start(task_group, self._committed)
+        await task_group.start(self._run_clock, name="engine-clock")
+        for service in self.services.values():
+            await self._start_pool(service)
+        await self._recover()
+        self.running = True
+        logger.info("engine_started", services=sorted(self.services))
+
+    async def _start_pool(self, service: Service) -> None:
+        assert self._task_group is not None
+        pool = ServicePool(
+            service.spec, service.functions, service.init_payload, self.runtime, self
+        )
+        self.pools[service.spec.name] = pool
+        await self._task_group.start(pool.run, self._task_group, name=f"pool-{service.spec.name}")
+        for record in list(self.live.values()):  # executions waiting for this function
+            waiting = record.status is PENDING and record.id not in self._backoff
+            if waiting and record.function in service.functions:
+                pool.enqueue(record)
+
+    async def _recover(self) -> None:
+        """Take back what a previous run of the engine left unfinished."""
+        now = time.time()
+        for record in await self.store.find(statuses=UNFINISHED):
+            if record.id in self.live:
+                continue
+            self.live[record.id] = record
+            if record.status is RUNNING:
+                error = (
+                    "EngineStoppedError",
+                    f"the engine stopped while attempt {record.attempts} ran",
+                    "",
+                )
+                self._attempt_failed(record, error, now=now, timed_out=False)
+            elif record.status is ExecutionStatus.CANCELLING:
+                self._finish(
+                    record, ExecutionStatus.CANCELLED, "cancelled while the engine was down", now
+                )
+            else:
+                self._requeue(record)
+            logger.info("execution_recovered", execution_id=record.id, status=record.status.value)
+
+    async def stop(self) -> None:
+        """Stop taking work, let running executions finish within the drain time, put the rest
+        back to PENDING for the next start, stop every replica and close the store."""
+        if not self.running:
+            return
+        self.running = False
+        with anyio.CancelScope(shield=True):
+            for pool in self.pools.values():
+                pool.paused = True
+            if self._placement:
+                self._idle_placements = anyio.Event()
+                with anyio.move_on_after(self.drain_timeout):
+                    await self._idle_placements.wait()
+            now = time.time()
+            for execution_id in list(self._placement):
+                _, slots = self._placement.pop(execution_id)
+                record = slots.assigned[execution_id]
+                record.attempts -= 1  # not the function's fault: this attempt does not count
+                record.change(
+                    PENDING, "the engine stopped while it ran; it runs again at the next start", now
+                )
+                self.store.save(record)
+            async with anyio.create_task_group() as tg:
+                for pool in self.pools.values():
+                    tg.start_soon(pool.stop, self.kill_grace)
+            await self.store.aclose()
+        logger.info("engine_stopped")
+
+    # -- starting, reading, cancelling ----------------------------------------------------
+
+    def _check_running(self) -> None:
+        if not self.running:
+            raise EngineClosedError("the engine is not running; use 'async with engine:'")
+
+    def spec_of(self, function: str) -> FunctionSpec:
+        try:
+            return self.functions[function]
+        except KeyError:
+            known = ", ".join(sorted(self.functions)) or "none"
+            raise UnknownFunctionError(
+                f"no function named {function!r} is registered (registered: {known})"
+            ) from None
+
+    async def submit(
+        self, function: str, inputs: Sequence[bytes], *, parent_id: str | None = None
+    ) -> list[str]:
+        """Store new executions of ``function``, one per pickled input; returns their ids once
+        committed. They are queued at once, so they may already run by then."""
+        self._check_running()
+        spec = self.spec_of(function)
+        pool = self.pools[spec.service]
+        now = time.time()
+        records = []
+        for blob in inputs:
+            record = ExecutionRecord(
+                id=new_execution_id(),
+                function=function,
+                service=spec.service,
+                input=blob,
+                max_attempts=spec.max_attempts,
+                created_at=now,
+                parent_id=parent_id,
+            )
+            record.status_log.append((now, PENDING, None, ""))
+            self.live[record.id] = record
+            records.append(record)
+        for record in records:  # queued before the commit: dispatch overlaps with it
+            pool.enqueue(record)
+        await self.store.insert(records)
+        return [record.id for record in records]
+
+    async def record(self, execution_id: str) -> ExecutionRecord:
+        """The freshest state of an execution: live if unfinished, else from the store."""
+        record = self.live.get(execution_id)
+        if record is None:
+            record = await self.store.get(execution_id)
+        if record is None:
+            raise ExecutionNotFoundError(f"no execution has the id {execution_id!r}")
+        return record
+
+    async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionRecord:
+        """The record once its final status is committed. TimeoutError after ``timeout``."""
+        with anyio.fail_after(timeout if timeout is not None else math.inf):
+            while True:
+                record = self.live.get(execution_id)
+                if record is None:
+                    stored = await self.store.get(execution_id)
+                    if stored is None:
+                        raise ExecutionNotFoundError(f"no execution has the id {execution_id!r}")
+                    if stored.terminated:
+                        return stored
+                    record = self.live.get(execution_id)
+                    if record is None:  # unfinished in the store and not live: not ours to run
+                        self._check_running()
+                        continue
+                event = self._waiters.get(execution_id)
+                if event is None:
+                    event = self._waiters[execution_id] = anyio.Event()
+                await event.wait()
+
+    async def cancel(self, execution_id: str) -> None:
+        """Cancel an execution: at once if queued, via CANCELLING if running; no-op if final."""
+        self._check_running()
+        record = await self.record(execution_id)
+        if record.terminated or record.id not in self.live:
+            return
+        now = time.time()
+        placed = self._placement.get(execution_id)
+        if placed is not None:
+            if record.status is not ExecutionStatus.CANCELLING:
+                record.change(ExecutionStatus.CANCELLING, "cancel requested", now)
+                self.store.save(record)
+                self._ask_to_stop(execution_id, placed[1], "cancel")
+            return
+        pool = self.pools.get(record.service)
+        if pool is not None:
+            pool.remove(record)
+        self._backoff.disarm(execution_id)
+        self._finish(record, ExecutionStatus.CANCELLED, "cancelled before it ran", now)
+
+    async def rerun(self, function: str, execution_ids: Iterable[str] | None = None) -> list[str]:
+        """Run FAILED and TIMED_OUT executions of ``function`` again; returns their ids."""
+        self._check_running()
+        spec = self.spec_of(function)
+        await self.store.flush()
+        failed = (ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT)
+        if execution_ids is None:
+            records = await self.store.find(function=function, statuses=failed)
+        else:
+            records = [await self.record(i) for i in execution_ids]
+            records = [r for r in records if r.status in failed and r.function == function]
+        now = time.time()
+        for record in records:
+            self.live[record.id] = record
+            record.max_attempts = record.attempts + spec.max_attempts
+            record.error = None
+            record.result = None
+            record.finished_at = None
+            record.change(PENDING, "rerun", now)
+            self.store.save(record)
+            self.pools[spec.service].enqueue(record)
+        return [r.id for r in records]
+
+    def service_status(self, name: str) -> ServiceStatus:
+        pool = self.pools.get(name)
+        if pool is None:
+            raise UnknownFunctionError(f"no service named {name!r}")
+        error = None
+        if pool.error is not None:
+            error = ErrorInfo(type=pool.error[0], message=pool.error[1], traceback=pool.error[2])
+        return ServiceStatus(
+            name=name,
+            state=pool.state if self.running else ServiceState.INACTIVE,
+            replicas=sum(1 for s in pool.replicas.values() if s.ready),
+            busy_slots=pool.busy_slots,
+            queued=pool.queued,
+            error=error,
+        )
+
+    # -- the status machine ---------------------------------------------------------------
+
+    def _committed(self, written: Sequence[tuple[str, ExecutionStatus]]) -> None:
+        """After each commit: forget finished executions and wake who waits for them."""
+        for execution_id, status in written:
+            if status in UNFINISHED:
+                continue
+            record = self.live.get(execution_id)
+            if record is not None and record.terminated:
+                del self.live[execution_id]
+            event = self._waiters.pop(execution_id, None)
+            if event is not None:
+                event.set()
+
+    def _finish(
+        self, record: ExecutionRecord, status: ExecutionStatus, message: str, now: float
+    ) -> None:
+        record.finished_at = now
+        record.change(status, message, now)
+        self.store.save(record)
+        if debug_enabled():
+            logger.debug("execution_finished", execution_id=record.id, status=status.value)
+
+    def _requeue(self, record: ExecutionRecord, *, front: bool = False) -> None:
+        pool = self.pools.get(record.service)
+        if pool is None:
+            logger.warning(
+                "execution_waiting_for_function", execution_id=record.id, function=record.function
+            )
+        elif front:
+            pool.enqueue_front(record)
+        else:
+            pool.enqueue(record)
+
+    def _attempt_failed(
+        self, record: ExecutionRecord, error: ErrorTriple, *, now: float, timed_out: bool
+    ) -> None:
+        record.error = error
+        record.failed_attempts += 1
+        spec = self.functions.get(record.function)
+        if record.attempts < record.max_attempts:
+            delay = spec.backoff_for(record.attempts) if spec else 0.0
+            summary = f"{error[0]}: {error[1]}"[:300]
+            record.change(
+                PENDING, f"attempt {record.attempts} failed ({summary}); retry in {delay:g}s", now
+            )
+            self.store.save(record)
+            if delay > 0:
+                self._backoff.arm(record.id, delay, time.monotonic())
+            else:
+                self._requeue(record)
+            return
+        status = ExecutionStatus.TIMED_OUT if timed_out else ExecutionStatus.FAILED
+        self._finish(record, status, f"{error[0]}: {error[1]}"[:300], now)
+
+    def _unplace(self, execution_id: str) -> None:
+        self._placement.pop(execution_id, None)
+        self._timeouts.disarm(execution_id)
+        self._grace.disarm(execution_id)
+        if not self._placement:
+            self._idle_placements.set()
+
+    # -- PoolCallbacks: what the pools tell us --------------------------------------------
+
+    def dispatched(self, record: ExecutionRecord, slots: Slots) -> None:
+        now = time.time()
+        record.attempts += 1
+        if record.started_at is None:
+            record.started_at = now
+        record.change(RUNNING, "", now)
+        self.store.save(record)
+        pool = self.pools[record.service]
+        self._placement[record.id] = (pool, slots)
+        self._timeouts.arm(record.id, self.functions[record.function].timeout, time.monotonic())
+        if debug_enabled():
+            logger.debug("execution_started", execution_id=record.id, replica_id=slots.replica.id)
+
+    def replica_messages(self, pool: ServicePool, slots: Slots, messages: list[Any]) -> None:
+        now = time.time()
+        save = self.store.save
+        for message in messages:
+            kind = message[0]
+            if kind == protocol.DONE:
+                self._done(pool, slots, message[1], message[2], message[3], now)
+                continue
+            if kind == protocol.CALL:
+                assert self._task_group is not None
+                self._task_group.start_soon(self._serve_call, slots, message)
+                continue
+            record = slots.assigned.get(message[1])
+            if record is None:
+                continue
+            if kind == protocol.LOG:
+                if len(record.logs) < MAX_LOG_ENTRIES:
+                    record.logs.append((now, message[2], message[3]))
+                elif len(record.logs) == MAX_LOG_ENTRIES:
+                    record.logs.append((now, "stderr", "[triggerfish: log truncated]\n"))
+            elif kind == protocol.PROGRESS:
+                record.progress = message[2]
+                record.status_log.append((now, record.status, message[2], message[3]))
+                if record.id in self._timeouts:  # progress restarts the timeout
+                    self._timeouts.arm(
+                        record.id, self.functions[record.function].timeout, time.monotonic()
+                    )
+            elif kind == protocol.YIELD:
+                record.result = message[2]
+            save(record)
+
+    def _done(
+        self, pool: ServicePool, slots: Slots, execution_id: str, ok: bool, payload: Any, now: float
+    ) -> None:
+        record = slots.assigned.get(execution_id)
+        if record is None:
+            return
+        pool.release(slots, record)
+        self._unplace(execution_id)
+        reason = self._stop_reasons.pop(execution_id, None)
+        if reason == "cancel":
+            self._finish(record, ExecutionStatus.CANCELLED, "cancelled while it ran", now)
+        elif reason == "timeout":
+            self._timed_out(record, now)
+        elif ok:
+            record.result = payload
+            record.error = None
+            self._finish(record, ExecutionStatus.SUCCEEDED, "", now)
+        else:
+            etype, emsg, etb = payload
+            self._attempt_failed(record, (etype, emsg, etb), now=now, timed_out=False)
+
+    def _timed_out(self, record: ExecutionRecord, now: float) -> None:
+        timeout = self.functions[record.function].timeout
+        error = ("TimeoutError", f"no result or progress within the {timeout:g}s timeout", "")
+        self._attempt_failed(record, error, now=now, timed_out=True)
+
+    def replica_lost(self, pool: ServicePool, slots: Slots, reason: str) -> None:
+        now = time.time()
+        replica_id = slots.replica.id
+        killed_by_us = replica_id in self._killed
+        self._killed.discard(replica_id)
+        for record in list(slots.assigned.values()):
+            self._unplace(record.id)
+            stop_reason = self._stop_reasons.pop(record.id, None)
+            if stop_reason == "cancel":
+                self._finish(
+                    record, ExecutionStatus.CANCELLED, "cancelled; its replica was killed", now
+                )
+            elif stop_reason == "timeout":
+                self._timed_out(record, now)
+            elif killed_by_us:
+                record.attempts -= 1  # an innocent bystander: this attempt does not count
+                record.change(PENDING, f"requeued: replica {replica_id} was replaced", now)
+                self.store.save(record)
+                pool.enqueue_front(record)
+            else:
+                error = ("ReplicaDiedError", f"replica {replica_id} running it died: {reason}", "")
+                self._attempt_failed(record, error, now=now, timed_out=False)
+        slots.assigned.clear()
+
+    def init_failed(self, pool: ServicePool, error: ErrorTriple) -> None:
+        now = time.time()
+        logger.error(
+            "service_init_failed", service=pool.spec.name, error_type=error[0], error=error[1]
+        )
+        message = f"service {pool.spec.name!r} failed to initialize: {error[0]}: {error[1]}"
+        for record in pool.drain_queue():
+            record.error = ("ServiceInitError", message, error[2])
+            self._finish(record, ExecutionStatus.FAILED, message[:300], now)
+
+    # -- stopping executions, and the clock -----------------------------------------------
+
+    def _ask_to_stop(self, execution_id: str, slots: Slots, reason: str) -> None:
+        self._stop_reasons[execution_id] = reason
+        slots.replica.send((protocol.CANCEL, execution_id))
+        self._grace.arm(execution_id, self.kill_grace, time.monotonic())
+
+    async def _run_clock(self, *, task_status: TaskStatus[None]) -> None:
+        queues = (self._timeouts, self._grace, self._backoff)
+        task_status.started()
+        while True:
+            deadlines = [d for q in queues if (d := q.next_deadline()) is not None]
+            delay = max(0.0, min(deadlines) - time.monotonic()) if deadlines else math.inf
+            with anyio.move_on_after(delay):
+                await self._clock_wake.wait()
+            self._clock_wake = anyio.Event()
+            now = time.monotonic()
+            for key in self._timeouts.pop_expired(now):
+                placed = self._placement.get(str(key))
+                if placed is not None and str(key) not in self._stop_reasons:
+                    logger.info("execution_timed_out", execution_id=key)
+                    self._ask_to_stop(str(key), placed[1], "timeout")
+            for key in self._grace.pop_expired(now):
+                placed = self._placement.get(str(key))
+                if placed is not None:
+                    replica = placed[1].replica
+                    logger.warning(
+                        "replica_killed",
+                        replica_id=replica.id,
+                        execution_id=key,
+                        reason="the execution did not stop within the kill grace",
+                    )
+                    self._killed.add(replica.id)
+                    replica.kill()
+            for key in self._backoff.pop_expired(now):
+                record = self.live.get(str(key))
+                if record is not None and record.status is PENDING:
+                    self._requeue(record)
+
+    # -- nested invocations from inside a replica -----------------------------------------
+
+    async def _serve_call(self, slots: Slots, message: tuple[Any, ...]) -> None:
+        _, parent_id, request_id, op, payload = message
+        reply: Any
+        try:
+            if op == "start":
+                function, blob = payload
+                (reply,) = await self.submit(function, [blob], parent_id=parent_id)
+            elif op == "call_remote":
+                function, blob = payload
+                (child,) = await self.submit(function, [blob], parent_id=parent_id)
+                reply = raise_for_outcome(await self.wait(child))
+            elif op == "await_result":
+                child, timeout = payload
+                reply = raise_for_outcome(await self.wait(child, timeout))
+            else:
+                raise TriggerfishError(f"unknown nested operation {op!r}")
+            answer: tuple[Any, ...] = (protocol.REPLY, request_id, True, reply)
+        except InvocationFailedError as exc:
+            extra = {
+                "execution_id": exc.execution_id,
+                "error_type": exc.error_type,
+                "error_message": exc.error_message,
+                "remote_traceback": exc.remote_traceback,
+            }
+            answer = (protocol.REPLY, request_id, False, (type(exc).__name__, exc.args[0], extra))
+        except (TriggerfishError, TimeoutError) as exc:
+            answer = (protocol.REPLY, request_id, False, (type(exc).__name__, str(exc), {}))
+        slots.replica.send(answer)

@@ -1,0 +1,117 @@
+"""The context a function sees while it runs: its ids, progress updates, nested invocations.
+
+Reached through ``triggerfish.current_context()``. Called outside an execution (the function
+called locally, in a test say) it returns a local context whose progress updates do nothing,
+so decorated functions stay plain callable Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+Requester = Callable[[str, str, Any], "concurrent.futures.Future[Any]"]
+
+
+class Progress:
+    """``update(percent, message)`` records progress in the status log and restarts the timeout."""
+
+    def __init__(self, send: Callable[[int, str], None] | None) -> None:
+        self._send = send
+
+    def update(self, percent: int | float, message: str = "") -> None:
+        percent = int(percent)
+        if not 0 <= percent <= 100:
+            raise ValueError(f"progress percent must be between 0 and 100, got {percent}")
+        if self._send is not None:
+            self._send(percent, str(message))
+
+
+class ExecutionContext:
+    """What a running function knows of itself and can ask of the engine.
+
+    ``execution_id`` and ``attempt`` name this run (None and 0 outside an execution).
+    ``start``/``call_remote``/``await_result`` invoke other functions by name from a sync
+    function; async functions use the ``a``-prefixed coroutines. Nested executions are recorded
+    with this one as their parent.
+    """
+
+    def __init__(
+        self,
+        execution_id: str | None = None,
+        function: str | None = None,
+        attempt: int = 0,
+        progress: Progress | None = None,
+        requester: Requester | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.execution_id = execution_id
+        self.function = function
+        self.attempt = attempt
+        self.progress = progress or Progress(None)
+        self._requester = requester
+        self._loop = loop
+
+    def _request(self, op: str, payload: Any) -> concurrent.futures.Future[Any]:
+        if self._requester is None:
+            raise RuntimeError(
+                "nested invocations work only inside an execution run by triggerfish"
+            )
+        return self._requester(op, self.execution_id or "", payload)
+
+    def _blocking(self, op: str, payload: Any) -> Any:
+        if self._loop is not None and _running_loop() is self._loop:
+            raise RuntimeError(
+                f"{op} blocks; inside an async function use 'await context.a{op}(...)'"
+            )
+        return self._request(op, payload).result()
+
+    async def _async(self, op: str, payload: Any) -> Any:
+        return await asyncio.wrap_future(self._request(op, payload))
+
+    def start(self, function: str, /, *args: Any, **kwargs: Any) -> str:
+        """Start ``function`` as a child execution; returns its id."""
+        return str(self._blocking("start", (function, cloudpickle.dumps((args, kwargs)))))
+
+    def await_result(self, execution_id: str, timeout: float | None = None) -> Any:
+        """Wait for a child's result (raises as ``FunctionHandle.await_result`` does)."""
+        return pickle.loads(self._blocking("await_result", (execution_id, timeout)))
+
+    def call_remote(self, function: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Start ``function`` and wait for its result."""
+        blob = self._blocking("call_remote", (function, cloudpickle.dumps((args, kwargs))))
+        return pickle.loads(blob)
+
+    async def astart(self, function: str, /, *args: Any, **kwargs: Any) -> str:
+        return str(await self._async("start", (function, cloudpickle.dumps((args, kwargs)))))
+
+    async def aawait_result(self, execution_id: str, timeout: float | None = None) -> Any:
+        return pickle.loads(await self._async("await_result", (execution_id, timeout)))
+
+    async def acall_remote(self, function: str, /, *args: Any, **kwargs: Any) -> Any:
+        blob = await self._async("call_remote", (function, cloudpickle.dumps((args, kwargs))))
+        return pickle.loads(blob)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+_LOCAL = ExecutionContext()
+current: contextvars.ContextVar[ExecutionContext] = contextvars.ContextVar(
+    "triggerfish_execution_context"
+)
+
+
+def current_context() -> ExecutionContext:
+    """The context of the execution running in this thread or task (a local one outside)."""
+    return current.get(_LOCAL)

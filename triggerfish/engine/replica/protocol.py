@@ -1,0 +1,78 @@
+"""The wire between the engine and a replica: length-prefixed frames, each a pickled list of
+message tuples. Batching messages into frames is what lets one pipe carry tens of thousands of
+executions per second. The first element of each tuple names the message:
+
+engine -> replica
+    (INIT, payload)                       payload: cloudpickled dict of what to load
+    (RUN, execution_id, function, input, attempt)
+    (CANCEL, execution_id)
+    (REPLY, request_id, ok, payload)      answer to a CALL
+replica -> engine
+    (READY, pid)
+    (INIT_FAILED, error)                  error: (type, message, traceback)
+    (PROGRESS, execution_id, percent, message)
+    (LOG, execution_id, stream, text)
+    (YIELD, execution_id, value)          a generator's latest value, pickled
+    (DONE, execution_id, ok, payload)     payload: pickled result, or error triple
+    (CALL, execution_id, request_id, op, payload)   a nested invocation from inside a function
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+from typing import Any
+
+INIT = "init"
+RUN = "run"
+CANCEL = "cancel"
+REPLY = "reply"
+READY = "ready"
+INIT_FAILED = "init_failed"
+PROGRESS = "progress"
+LOG = "log"
+YIELD = "yield"
+DONE = "done"
+CALL = "call"
+
+HEADER = struct.Struct("!I")
+MAX_FRAME = 1 << 31
+
+
+def encode(messages: list[tuple[Any, ...]]) -> bytes:
+    """One frame holding ``messages``."""
+    body = pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(body)) + body
+
+
+def decode(body: bytes) -> list[tuple[Any, ...]]:
+    result: list[tuple[Any, ...]] = pickle.loads(body)
+    return result
+
+
+def read_exactly(fd: int, size: int) -> bytes | None:
+    """Blocking read of ``size`` bytes from ``fd``; None at end of file."""
+    chunks = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int) -> list[tuple[Any, ...]] | None:
+    """The next frame's messages from a blocking ``fd``; None when the other side closed."""
+    header = read_exactly(fd, HEADER.size)
+    if header is None:
+        return None
+    body = read_exactly(fd, HEADER.unpack(header)[0])
+    return None if body is None else decode(body)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -1,0 +1,404 @@
+"""The replica runner: a child process that loads a service once and runs its executions.
+
+Started as ``python -m triggerfish.engine.replica.runner`` with the protocol on stdin/stdout.
+It moves the protocol to private descriptors at once, so that nothing the user's code prints
+can corrupt a frame: file descriptor 1 then points at stderr, and ``sys.stdout``/``sys.stderr``
+and the root logger are captured per execution.
+
+Sync functions run in a thread pool with one thread per concurrency slot; async functions run
+as tasks on this process's event loop. Cancellation is raised inside the function: a
+``CancelledError`` in an async one, ``InvocationCancelledError`` in a sync one (delivered into
+its thread between two bytecodes; a function blocked in C code sees it when it returns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import ctypes
+import inspect
+import io
+import itertools
+import logging
+import os
+import pickle
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from triggerfish import errors
+
+from . import protocol as p
+from .context import ExecutionContext, Progress, current
+
+ErrorTriple = tuple[str, str, str]
+
+
+def _error_triple(exc: BaseException) -> ErrorTriple:
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ in ("builtins", "__main__")
+        else (f"{kind.__module__}.{kind.__qualname__}")
+    )
+    return (name, str(exc), "".join(traceback.format_exception(exc)))
+
+
+class Outbox:
+    """Messages to the engine, written by one thread in frames of whatever has queued."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._messages: list[tuple[Any, ...]] = []
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="triggerfish-outbox", daemon=True)
+        self._thread.start()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._ready:
+            self._messages.append(message)
+            if len(self._messages) == 1:
+                self._ready.notify()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._messages and not self._closed:
+                    self._ready.wait()
+                batch, self._messages = self._messages, []
+                closed = self._closed
+            if batch:
+                try:
+                    p.write_all(self._fd, p.encode(batch))
+                except OSError:
+                    os._exit(0)  # the engine is gone; nothing is left to report to
+            if closed:
+                return
+
+
+class _LineBuffer:
+    """Collects one stream of one execution into whole lines before they are sent."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+
+class Running:
+    """One execution in this replica."""
+
+    def __init__(self, execution_id: str, function: str, attempt: int) -> None:
+        self.execution_id = execution_id
+        self.function = function
+        self.attempt = attempt
+        self.thread_id: int | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.cancelled = False
+        self.buffers = {"stdout": _LineBuffer(), "stderr": _LineBuffer()}
+
+
+_running_var: contextvars.ContextVar[Running] = contextvars.ContextVar("triggerfish_running")
+
+
+class CapturedStream(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` inside a replica: text goes to the current execution's log,
+    or to the replica's own stderr when no execution is running."""
+
+    def __init__(self, runner: Runner, name: str, fallback: Any) -> None:
+        self._runner = runner
+        self._name = name
+        self._fallback = fallback
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        running = _running_var.get(None)
+        if running is None:
+            self._fallback.write(text)
+            self._fallback.flush()
+            return len(text)
+        buffer = running.buffers[self._name]
+        buffer.parts.append(text)
+        if "\n" in text:
+            joined = "".join(buffer.parts)
+            cut = joined.rfind("\n") + 1
+            buffer.parts = [joined[cut:]] if cut < len(joined) else []
+            self._runner.outbox.send((p.LOG, running.execution_id, self._name, joined[:cut]))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class CapturedLogging(logging.Handler):
+    """Log records made during an execution go to its log as the ``logging`` stream."""
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__()
+        self._runner = runner
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        running = _running_var.get(None)
+        if running is None:
+            sys.__stderr__.write(self.format(record) + "\n")  # type: ignore[union-attr]
+            return
+        text = self.format(record) + "\n"
+        self._runner.outbox.send((p.LOG, running.execution_id, "logging", text))
+
+
+class Runner:
+    def __init__(self, inbox_fd: int, outbox_fd: int) -> None:
+        self.inbox_fd = inbox_fd
+        self.outbox = Outbox(outbox_fd)
+        self.loop = asyncio.new_event_loop()
+        self.functions: dict[str, Callable[..., Any]] = {}
+        self.running: dict[str, Running] = {}
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.requests: dict[int, concurrent.futures.Future[Any]] = {}
+        self.request_ids = itertools.count(1)
+        self.stopped = asyncio.Event()
+        self.cancel_lock = threading.Lock()
+
+    # -- startup -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        threading.Thread(target=self._read_inbox, name="triggerfish-inbox", daemon=True).start()
+        try:
+            self.loop.run_until_complete(self.stopped.wait())
+        finally:
+            self.outbox.close()
+
+    def _read_inbox(self) -> None:
+        while True:
+            try:
+                frame = p.read_frame(self.inbox_fd)
+            except (OSError, pickle.UnpicklingError):
+                frame = None
+            if frame is None:
+                # The engine closed the pipe (it stopped or died): leave at once.
+                self.outbox.close()
+                os._exit(0)
+            self.loop.call_soon_threadsafe(self._handle, frame)
+
+    def _handle(self, frame: list[tuple[Any, ...]]) -> None:
+        for message in frame:
+            kind = message[0]
+            if kind == p.RUN:
+                self._start(*message[1:])
+            elif kind == p.CANCEL:
+                self._cancel(message[1])
+            elif kind == p.REPLY:
+                self._reply(*message[1:])
+            elif kind == p.INIT:
+                self.loop.create_task(self._init(message[1]))
+
+    async def _init(self, payload: bytes) -> None:
+        try:
+            spec = cloudpickle.loads(payload)
+            concurrency = int(spec["concurrency"])
+            self.pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=concurrency, thread_name_prefix="triggerfish-exec"
+            )
+            if spec["kind"] == "class":
+                # __init__ may load a model for minutes: run it off the loop, once.
+                instance = await self.loop.run_in_executor(
+                    self.pool, lambda: spec["target"](**spec["init_params"])
+                )
+                self.functions = {
+                    name: getattr(instance, attr) for name, attr in spec["methods"].items()
+                }
+            else:
+                self.functions = dict(spec["functions"])
+        except BaseException as exc:  # anything __init__ raises is the service's error
+            self.outbox.send((p.INIT_FAILED, _error_triple(exc)))
+            self.outbox.close()
+            os._exit(3)
+        self.outbox.send((p.READY, os.getpid()))
+
+    # -- executions ----------------------------------------------------------------------
+
+    def _start(self, execution_id: str, function: str, blob: bytes, attempt: int) -> None:
+        running = Running(execution_id, function, attempt)
+        self.running[execution_id] = running
+        target = self.functions.get(function)
+        if target is None:
+            self._finish(running, False, ("LookupError", f"no function {function!r}", ""))
+            return
+        context = ExecutionContext(
+            execution_id,
+            function,
+            attempt,
+            Progress(lambda pct, msg: self.outbox.send((p.PROGRESS, execution_id, pct, msg))),
+            self._request,
+            self.loop,
+        )
+        unwrapped = inspect.unwrap(target)
+        if inspect.iscoroutinefunction(unwrapped) or inspect.isasyncgenfunction(unwrapped):
+            ctx = contextvars.copy_context()
+            ctx.run(self._bind, running, context)
+            running.task = self.loop.create_task(
+                self._run_async(running, target, blob), context=ctx
+            )
+        else:
+            assert self.pool is not None
+            ctx = contextvars.copy_context()
+            ctx.run(self._bind, running, context)
+            self.pool.submit(ctx.run, self._run_sync, running, target, blob)
+
+    @staticmethod
+    def _bind(running: Running, context: ExecutionContext) -> None:
+        _running_var.set(running)
+        current.set(context)
+
+    def _run_sync(self, running: Running, target: Callable[..., Any], blob: bytes) -> None:
+        outcome: tuple[bool, Any] | None = None
+        try:
+            with self.cancel_lock:
+                running.thread_id = threading.get_ident()
+            outcome = self._call_sync(running, target, blob)
+        except BaseException as exc:  # a cancel delivered just as the function returned
+            outcome = outcome or (False, exc)
+        while True:
+            try:
+                with self.cancel_lock:
+                    running.thread_id = None
+                # Drop a cancel that was delivered too late to matter.
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(threading.get_ident()), None
+                )
+                break
+            except errors.InvocationCancelledError:
+                continue
+        self.loop.call_soon_threadsafe(self._complete, running, outcome)
+
+    def _call_sync(
+        self, running: Running, target: Callable[..., Any], blob: bytes
+    ) -> tuple[bool, Any]:
+        try:
+            if running.cancelled:
+                raise errors.InvocationCancelledError("cancelled before it started")
+            args, kwargs = pickle.loads(blob)
+            result = target(*args, **kwargs)
+            if inspect.isgenerator(result):
+                last = None
+                for last in result:
+                    self.outbox.send((p.YIELD, running.execution_id, self._dump(last)))
+                result = last
+            return (True, result)
+        except BaseException as exc:
+            return (False, exc)
+
+    async def _run_async(self, running: Running, target: Callable[..., Any], blob: bytes) -> None:
+        try:
+            args, kwargs = pickle.loads(blob)
+            if inspect.isasyncgenfunction(inspect.unwrap(target)):
+                last = None
+                async for last in target(*args, **kwargs):
+                    self.outbox.send((p.YIELD, running.execution_id, self._dump(last)))
+                result = last
+            else:
+                result = await target(*args, **kwargs)
+            outcome: tuple[bool, Any] = (True, result)
+        except BaseException as exc:  # CancelledError included: that is how cancel ends
+            outcome = (False, exc)
+        self._complete(running, outcome)
+
+    @staticmethod
+    def _dump(value: Any) -> bytes:
+        try:
+            return bytes(cloudpickle.dumps(value))
+        except Exception as exc:
+            raise TypeError(f"the function's result cannot be pickled: {exc}") from exc
+
+    def _complete(self, running: Running, outcome: tuple[bool, Any]) -> None:
+        ok, value = outcome
+        if ok:
+            try:
+                self._finish(running, True, self._dump(value))
+            except TypeError as exc:
+                self._finish(running, False, _error_triple(exc))
+            return
+        if isinstance(value, asyncio.CancelledError):
+            value = errors.InvocationCancelledError("cancelled")
+        self._finish(running, False, _error_triple(value))
+
+    def _finish(self, running: Running, ok: bool, payload: Any) -> None:
+        for stream, buffer in running.buffers.items():
+            if buffer.parts:
+                self.outbox.send((p.LOG, running.execution_id, stream, "".join(buffer.parts)))
+        self.running.pop(running.execution_id, None)
+        self.outbox.send((p.DONE, running.execution_id, ok, payload))
+
+    def _cancel(self, execution_id: str) -> None:
+        running = self.running.get(execution_id)
+        if running is None:
+            return
+        running.cancelled = True
+        if running.task is not None:
+            running.task.cancel()
+            return
+        with self.cancel_lock:
+            if running.thread_id is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(running.thread_id),
+                    ctypes.py_object(errors.InvocationCancelledError),
+                )
+
+    # -- nested invocations --------------------------------------------------------------
+
+    def _request(self, op: str, execution_id: str, payload: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        request_id = next(self.request_ids)
+        self.requests[request_id] = future
+        self.outbox.send((p.CALL, execution_id, request_id, op, payload))
+        return future
+
+    def _reply(self, request_id: int, ok: bool, payload: Any) -> None:
+        future = self.requests.pop(request_id, None)
+        if future is None:
+            return
+        if ok:
+            future.set_result(payload)
+        else:
+            kind, message, extra = payload
+            error_class = getattr(errors, kind, errors.InvocationFailedError)
+            if issubclass(error_class, errors.InvocationFailedError):
+                future.set_exception(error_class(message, **extra))
+            else:
+                future.set_exception(error_class(message))
+
+
+def main() -> None:
+    inbox_fd, outbox_fd = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)  # output from C code goes to the replica's stderr, never into a frame
+    sys.stdin = open(os.devnull)  # noqa: SIM115
+    runner = Runner(inbox_fd, outbox_fd)
+    fallback = sys.__stderr__
+    sys.stdout = CapturedStream(runner, "stdout", fallback)
+    sys.stderr = CapturedStream(runner, "stderr", fallback)
+    root = logging.getLogger()
+    root.addHandler(CapturedLogging(runner))
+    if root.level == logging.WARNING:
+        root.setLevel(logging.INFO)
+    runner.run()
+
+
+if __name__ == "__main__":
+    main()

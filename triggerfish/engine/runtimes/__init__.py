@@ -1,0 +1,1 @@
+"""Where replicas run: local processes (the default), later containers and Swarm."""

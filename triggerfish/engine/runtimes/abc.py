@@ -1,0 +1,65 @@
+"""The Runtime contract: how replicas are started, talked to and stopped.
+
+A runtime starts replica processes (local processes, containers...) that run the replica runner
+and speak the frame protocol of ``triggerfish.engine.replica.protocol``. The scheduler does not
+know which runtime it drives.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Protocol
+
+from anyio.abc import TaskGroup
+
+from ...models import ServiceSpec
+
+
+class ReplicaListener(Protocol):
+    """Who hears from a replica: its messages, and its end (exactly once)."""
+
+    def replica_messages(self, replica: Replica, messages: list[tuple[Any, ...]]) -> None: ...
+
+    def replica_exited(self, replica: Replica, reason: str) -> None: ...
+
+
+class Replica(ABC):
+    """The engine's handle on one running replica.
+
+    Duties: ``send`` never blocks and keeps order (messages queued together go in one frame);
+    messages from the replica reach the listener in order; when the replica ends for any reason
+    (asked to stop, killed, crashed) the listener's ``replica_exited`` is called once with a
+    reason a person can read ("killed by signal 9 (SIGKILL)", plus the end of its stderr).
+    """
+
+    id: str
+
+    @abstractmethod
+    def send(self, message: tuple[Any, ...]) -> None:
+        """Queue a message for the replica."""
+
+    @abstractmethod
+    async def stop(self, grace: float) -> None:
+        """Ask the replica to exit; kill it if it has not within ``grace`` seconds."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """End the replica now (it will be reported as exited)."""
+
+
+class Runtime(ABC):
+    """Starts replicas of a service."""
+
+    @abstractmethod
+    async def start_replica(
+        self,
+        service: ServiceSpec,
+        init_payload: bytes,
+        listener: ReplicaListener,
+        task_group: TaskGroup,
+    ) -> Replica:
+        """Start one replica of ``service`` in ``task_group`` and send it ``init_payload``.
+
+        Returns once the replica is started (not yet initialized: it answers READY or
+        INIT_FAILED through the listener). Raises OSError when it cannot be started at all.
+        """

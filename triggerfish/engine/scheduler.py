@@ -1,0 +1,287 @@
+"""Per-service queues, dispatch within caps, and autoscaling between min and max replicas.
+
+Each service has its own pool: its own queue per function and its own replicas, so one flooded
+service cannot starve another. Within a service, functions with work take turns (round robin)
+and a function at its ``max_concurrency`` steps aside without blocking the others. Dispatch is
+driven by events (work queued, a slot freed, a replica ready), never by polling.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from ..models import ExecutionRecord, FunctionSpec, ServiceSpec, ServiceState
+from .deadlines import DeadlineQueue
+from .log import logger
+from .replica import protocol
+from .runtimes.abc import Replica, ReplicaListener, Runtime
+
+ErrorTriple = tuple[str, str, str]
+
+
+class Slots:
+    """A replica as the scheduler sees it: is it ready, and what runs on it."""
+
+    __slots__ = ("assigned", "ready", "replica")
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        self.ready = False
+        self.assigned: dict[str, ExecutionRecord] = {}
+
+
+class PoolCallbacks:
+    """What a pool asks of the engine (implemented by the engine core)."""
+
+    def dispatched(self, record: ExecutionRecord, slots: Slots) -> None:
+        raise NotImplementedError
+
+    def replica_messages(self, pool: ServicePool, slots: Slots, messages: list[Any]) -> None:
+        raise NotImplementedError
+
+    def replica_lost(self, pool: ServicePool, slots: Slots, reason: str) -> None:
+        raise NotImplementedError
+
+    def init_failed(self, pool: ServicePool, error: ErrorTriple) -> None:
+        raise NotImplementedError
+
+
+class ServicePool(ReplicaListener):
+    """The replicas and queues of one service."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        functions: dict[str, FunctionSpec],
+        init_payload: bytes,
+        runtime: Runtime,
+        callbacks: PoolCallbacks,
+    ) -> None:
+        self.spec = spec
+        self.functions = functions
+        self._payload = init_payload
+        self._runtime = runtime
+        self._callbacks = callbacks
+        self.queues: dict[str, deque[ExecutionRecord]] = {name: deque() for name in functions}
+        self.running: dict[str, int] = dict.fromkeys(functions, 0)
+        self._turns: deque[str] = deque(functions)
+        self.queued = 0
+        self.replicas: dict[str, Slots] = {}
+        self.starting = 0
+        self.state = ServiceState.INITIALIZING
+        self.error: ErrorTriple | None = None
+        self.paused = False
+        self._wake = anyio.Event()
+        self._idle = DeadlineQueue(lambda: self._wake.set())
+        self._task_group: TaskGroup | None = None
+        self._stopping = False
+
+    # -- what the engine calls ------------------------------------------------------------
+
+    def enqueue(self, record: ExecutionRecord) -> None:
+        self.queues[record.function].append(record)
+        self.queued += 1
+        self._wake.set()
+
+    def enqueue_front(self, record: ExecutionRecord) -> None:
+        """Put back an execution that lost its replica through no fault of its own."""
+        self.queues[record.function].appendleft(record)
+        self.queued += 1
+        self._wake.set()
+
+    def remove(self, record: ExecutionRecord) -> bool:
+        """Take a queued execution out; False if it was not queued."""
+        try:
+            self.queues[record.function].remove(record)
+        except ValueError:
+            return False
+        self.queued -= 1
+        return True
+
+    def drain_queue(self) -> list[ExecutionRecord]:
+        """Take every queued execution out (they fail with the service's init error)."""
+        drained = [record for queue in self.queues.values() for record in queue]
+        for queue in self.queues.values():
+            queue.clear()
+        self.queued = 0
+        return drained
+
+    def release(self, slots: Slots, record: ExecutionRecord) -> None:
+        """An execution on ``slots`` ended: free its slot."""
+        if slots.assigned.pop(record.id, None) is not None:
+            self.running[record.function] -= 1
+            if not slots.assigned:
+                self._arm_idle(slots)
+            self._wake.set()
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(len(s.assigned) for s in self.replicas.values())
+
+    def in_flight(self) -> Iterable[tuple[Slots, ExecutionRecord]]:
+        for slots in self.replicas.values():
+            for record in slots.assigned.values():
+                yield slots, record
+
+    # -- the pool's own loop --------------------------------------------------------------
+
+    async def run(self, task_group: TaskGroup, *, task_status: TaskStatus[None]) -> None:
+        self._task_group = task_group
+        task_status.started()
+        while not self._stopping:
+            self._scale()
+            self._dispatch()
+            deadline = self._idle.next_deadline()
+            timeout = math.inf if deadline is None else max(0.0, deadline - time.monotonic())
+            with anyio.move_on_after(timeout):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            for replica_id in self._idle.pop_expired(time.monotonic()):
+                self._stop_idle(str(replica_id))
+
+    async def stop(self, grace: float) -> None:
+        """Stop every replica (the engine has already drained or requeued their work)."""
+        self._stopping = True
+        self._wake.set()
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as tg:
+                for slots in list(self.replicas.values()):
+                    tg.start_soon(slots.replica.stop, grace)
+
+    def _dispatch(self) -> None:
+        if not self.queued or self.paused:
+            return
+        capacity = self.spec.concurrency
+        ready = [s for s in self.replicas.values() if s.ready and len(s.assigned) < capacity]
+        if not ready:
+            return
+        sends: dict[Slots, list[tuple[Any, ...]]] = {}
+        turns = self._turns
+        while self.queued and ready:
+            name = self._next_turn()
+            if name is None:
+                break
+            record = self.queues[name].popleft()
+            self.queued -= 1
+            self.running[name] += 1
+            slots = min(ready, key=lambda s: len(s.assigned))  # least loaded first
+            slots.assigned[record.id] = record
+            self._idle.disarm(slots.replica.id)
+            if len(slots.assigned) >= capacity:
+                ready.remove(slots)
+            self._callbacks.dispatched(record, slots)
+            sends.setdefault(slots, []).append(
+                (protocol.RUN, record.id, record.function, record.input, record.attempts)
+            )
+            turns.rotate(-1)
+        for slots, messages in sends.items():
+            for message in messages:
+                slots.replica.send(message)
+
+    def _next_turn(self) -> str | None:
+        """The next function, in turn, with work queued and under its max_concurrency."""
+        for _ in range(len(self._turns)):
+            name = self._turns[0]
+            cap = self.functions[name].max_concurrency
+            if self.queues[name] and (cap is None or self.running[name] < cap):
+                return name
+            self._turns.rotate(-1)
+        return None
+
+    def _scale(self) -> None:
+        """Start replicas up to what the queue needs (within min..max)."""
+        if self._stopping or self.paused:
+            return
+        live = len(self.replicas) + self.starting
+        if self.state is ServiceState.ERROR:
+            # After an init failure, try again only when there is work, one replica at a time.
+            wanted = 1 if (self.queued and not self.starting and not self.replicas) else 0
+        else:
+            free = (
+                sum(self.spec.concurrency - len(s.assigned) for s in self.replicas.values())
+                + self.starting * self.spec.concurrency
+            )
+            shortfall = math.ceil(max(0, self.queued - free) / self.spec.concurrency)
+            wanted = max(
+                self.spec.min_replicas - live, min(shortfall, self.spec.max_replicas - live)
+            )
+        for _ in range(max(0, wanted)):
+            self.starting += 1
+            assert self._task_group is not None
+            self._task_group.start_soon(self._start_replica, name=f"start-{self.spec.name}")
+
+    async def _start_replica(self) -> None:
+        assert self._task_group is not None
+        try:
+            await self._runtime.start_replica(self.spec, self._payload, self, self._task_group)
+        except OSError as exc:
+            self.starting -= 1
+            self._callbacks.init_failed(self, ("OSError", f"could not start a replica: {exc}", ""))
+            return
+        # The replica counts as starting until it answers READY or INIT_FAILED.
+
+    def _arm_idle(self, slots: Slots) -> None:
+        if len(self.replicas) > self.spec.min_replicas:
+            self._idle.arm(slots.replica.id, self.spec.idle_timeout, time.monotonic())
+
+    def _stop_idle(self, replica_id: str) -> None:
+        slots = self.replicas.get(replica_id)
+        if slots is None or slots.assigned or len(self.replicas) <= self.spec.min_replicas:
+            return
+        slots.ready = False  # takes no more work while it stops
+        logger.info("replica_idle_stopped", service=self.spec.name, replica_id=replica_id)
+        assert self._task_group is not None
+        self._task_group.start_soon(slots.replica.stop, 5.0, name=f"stop-{replica_id}")
+
+    # -- what replicas tell us (ReplicaListener) ------------------------------------------
+
+    def replica_messages(self, replica: Replica, messages: list[tuple[Any, ...]]) -> None:
+        slots = self.replicas.get(replica.id)
+        if slots is None:
+            slots = self.replicas[replica.id] = Slots(replica)
+        first = messages[0][0]
+        if first == protocol.READY and not slots.ready:
+            slots.ready = True
+            self.starting -= 1
+            self.state = ServiceState.ACTIVE
+            self.error = None
+            self._arm_idle(slots)
+            self._wake.set()
+            messages = messages[1:]
+        elif first == protocol.INIT_FAILED:
+            self.starting -= 1
+            self.replicas.pop(replica.id, None)
+            self.state = ServiceState.ERROR
+            etype, emsg, etb = messages[0][1]
+            self.error = (etype, emsg, etb)
+            self._callbacks.init_failed(self, self.error)
+            return
+        if messages:
+            self._callbacks.replica_messages(self, slots, messages)
+
+    def replica_exited(self, replica: Replica, reason: str) -> None:
+        self._idle.disarm(replica.id)
+        slots = self.replicas.pop(replica.id, None)
+        if slots is None or not slots.ready:
+            if self.state is not ServiceState.ERROR and not self._stopping:
+                # Died before it was ready and without saying why: that is an init failure too.
+                self.starting -= 1
+                self.state = ServiceState.ERROR
+                self.error = ("ReplicaDiedError", f"replica {replica.id} {reason}", "")
+                self._callbacks.init_failed(self, self.error)
+            return
+        for record in slots.assigned.values():
+            self.running[record.function] -= 1
+        if not self._stopping:
+            logger.warning(
+                "replica_died", service=self.spec.name, replica_id=replica.id, reason=reason
+            )
+            self._callbacks.replica_lost(self, slots, reason)
+        self._wake.set()

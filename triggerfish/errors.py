@@ -1,0 +1,101 @@
+"""The whole exception tree of triggerfish.
+
+Every error the library raises on purpose is one of these; errors from the parts it is built on
+(sqlite, pipes, pickling) are translated at the boundary with ``raise ... from exc``::
+
+    TriggerfishError
+    ├── ConfigurationError           a spec, argument or option that cannot be accepted
+    │   ├── UnknownFunctionError     no function of that name is registered
+    │   └── SerializationError       arguments or a result that cannot be pickled
+    ├── EngineClosedError            the engine is not running (not started, or stopped)
+    ├── ExecutionNotFoundError       no execution has that id
+    └── InvocationError              an execution ended without a result
+        ├── InvocationFailedError    the function raised, its replica died, or its init failed
+        ├── InvocationCancelledError the execution was cancelled
+        └── InvocationTimedOutError  the execution ran past its timeout
+
+``InvocationFailedError`` carries the remote exception's type, message and traceback as text,
+because the exception object itself lives in another process and may not unpickle here.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "EngineClosedError",
+    "ExecutionNotFoundError",
+    "InvocationCancelledError",
+    "InvocationError",
+    "InvocationFailedError",
+    "InvocationTimedOutError",
+    "SerializationError",
+    "TriggerfishError",
+    "UnknownFunctionError",
+]
+
+
+class TriggerfishError(Exception):
+    """Base of every error triggerfish raises on purpose."""
+
+
+class ConfigurationError(TriggerfishError, ValueError):
+    """A spec, argument or option that cannot be accepted; the message names it."""
+
+
+class UnknownFunctionError(ConfigurationError, LookupError):
+    """No function of that name is registered with the engine."""
+
+
+class SerializationError(ConfigurationError):
+    """Arguments or a result that cannot be pickled; nothing was stored."""
+
+
+class EngineClosedError(TriggerfishError, RuntimeError):
+    """The engine is not running: it was never started, or it has been stopped."""
+
+
+class ExecutionNotFoundError(TriggerfishError, LookupError):
+    """No execution has that id."""
+
+
+class InvocationError(TriggerfishError):
+    """An execution ended without a result. ``execution_id`` names it."""
+
+    def __init__(self, message: str, *, execution_id: str | None = None) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+
+
+class InvocationFailedError(InvocationError):
+    """The function raised, its replica died, or its service could not start.
+
+    ``error_type``, ``error_message`` and ``remote_traceback`` describe the remote failure.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        execution_id: str | None = None,
+        error_type: str = "",
+        error_message: str = "",
+        remote_traceback: str = "",
+    ) -> None:
+        super().__init__(message, execution_id=execution_id)
+        self.error_type = error_type
+        self.error_message = error_message
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.remote_traceback:
+            return f"{text}\n\nRemote traceback:\n{self.remote_traceback.rstrip()}"
+        return text
+
+
+class InvocationCancelledError(InvocationError):
+    """The execution was cancelled. Inside a sync function it is also raised to stop it."""
+
+
+class InvocationTimedOutError(InvocationError):
+    """The execution ran past its timeout (progress updates move the deadline)."""

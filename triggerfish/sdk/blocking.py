@@ -1,0 +1,134 @@
+"""The blocking form: the same engine and handle methods without ``await``, for scripts and
+notebooks. The engine runs on an event loop in a background thread (an anyio blocking portal);
+each call hands its coroutine to that loop and waits for the answer."""
+
+from __future__ import annotations
+
+import builtins
+import functools
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from ..models import Execution, ExecutionPage, ExecutionStatus, ServiceStatus
+from .handle import FunctionHandle
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+class BlockingFunctionHandle:
+    """``FunctionHandle``'s methods, blocking."""
+
+    def __init__(self, portal: BlockingPortal, handle: FunctionHandle) -> None:
+        self._portal = portal
+        self._handle = handle
+        self.name = handle.name
+
+    def __repr__(self) -> str:
+        return f"<BlockingFunctionHandle {self.name}>"
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._portal.call(functools.partial(method, *args, **kwargs))
+
+    def start(self, *args: Any, **kwargs: Any) -> str:
+        return str(self._call(self._handle.start, *args, **kwargs))
+
+    def get(self, execution_id: str) -> Execution:
+        result: Execution = self._call(self._handle.get, execution_id)
+        return result
+
+    def cancel(self, execution_id: str) -> None:
+        self._call(self._handle.cancel, execution_id)
+
+    def list(
+        self,
+        offset: str | None = None,
+        limit: int = 50,
+        status: ExecutionStatus | str | Iterable[ExecutionStatus | str] | None = None,
+    ) -> ExecutionPage:
+        page: ExecutionPage = self._call(self._handle.list, offset, limit, status)
+        return page
+
+    def await_result(self, execution_id: str, timeout: float | None = None) -> Any:
+        return self._call(self._handle.await_result, execution_id, timeout)
+
+    def call_remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(self._handle.call_remote, *args, **kwargs)
+
+    def map(self, inputs: Iterable[Any]) -> Iterator[Any]:
+        return self.starmap((item,) for item in inputs)
+
+    def starmap(self, inputs: Iterable[Iterable[Any]]) -> Iterator[Any]:
+        ids = self._call(self._handle.start_many, [(tuple(args), {}) for args in inputs])
+        for execution_id in ids:
+            yield self.await_result(execution_id)
+
+    def rerun(self, execution_ids: Iterable[str] | None = None) -> builtins.list[str]:
+        ids: builtins.list[str] = self._call(self._handle.rerun, execution_ids)
+        return ids
+
+    def wait_for_completion(self, timeout: float | None = None) -> None:
+        self._call(self._handle.wait_for_completion, timeout)
+
+    def results(self) -> builtins.list[Any]:
+        results: builtins.list[Any] = self._call(self._handle.results)
+        return results
+
+    def iter_results(self) -> Iterator[Any]:
+        yield from self.results()
+
+    def statistics(self) -> dict[ExecutionStatus, int]:
+        stats: dict[ExecutionStatus, int] = self._call(self._handle.statistics)
+        return stats
+
+
+class BlockingEngine:
+    """What ``with Engine(...) as engine:`` gives: handles whose methods block."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._stack = ExitStack()
+        self._portal: BlockingPortal | None = None
+
+    def __enter__(self) -> BlockingEngine:
+        portal = self._stack.enter_context(start_blocking_portal())
+        try:
+            self._stack.enter_context(portal.wrap_async_context_manager(self._engine))
+        except BaseException:
+            self._stack.close()
+            raise
+        self._portal = portal
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._portal = None
+        self._stack.__exit__(exc_type, exc, tb)
+
+    @property
+    def portal(self) -> BlockingPortal:
+        if self._portal is None:
+            from ..errors import EngineClosedError
+
+            raise EngineClosedError("the engine is not running")
+        return self._portal
+
+    def handle(self, function: Callable[..., Any] | str) -> BlockingFunctionHandle:
+        return BlockingFunctionHandle(self.portal, self._engine.handle(function))
+
+    get_function = handle
+
+    def get(self, execution_id: str) -> Execution:
+        result: Execution = self.portal.call(self._engine.get, execution_id)
+        return result
+
+    def service_status(self, name: str) -> ServiceStatus:
+        return self._engine.service_status(name)

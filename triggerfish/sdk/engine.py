@@ -1,0 +1,242 @@
+"""Engine: the embedded entry point. Register functions and services, then run them."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+import anyio
+import cloudpickle
+
+from ..engine.core import EngineCore, Service
+from ..engine.runtimes.abc import Runtime
+from ..errors import ConfigurationError, EngineClosedError, UnknownFunctionError
+from ..models import Execution, FunctionSpec, ServiceSpec, ServiceStatus
+from ..store.abc import Store
+from ..store.sqlite import SqliteStore
+from .handle import FunctionHandle, to_execution
+
+F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
+
+_METHOD_MARK = "__triggerfish_method__"
+_SERVICE_FIELDS = ("min_replicas", "max_replicas", "concurrency", "idle_timeout")
+
+
+def method(fn: F | None = None, /, **spec: Any) -> Any:
+    """Mark a method of a class service as an invocable function, with its own spec
+    (timeout, max_attempts...). The method is returned unchanged."""
+
+    def mark(target: F) -> F:
+        setattr(target, _METHOD_MARK, dict(spec))
+        return target
+
+    return mark(fn) if fn is not None else mark
+
+
+def _replica_fields(replicas: int | tuple[int, int] | None, fields: dict[str, Any]) -> None:
+    if replicas is None:
+        return
+    if isinstance(replicas, int):
+        fields["min_replicas"] = fields["max_replicas"] = replicas
+    else:
+        fields["min_replicas"], fields["max_replicas"] = replicas
+
+
+def _store_from(store: Store | str | Path | None) -> Store:
+    if store is None:
+        return SqliteStore(":memory:")
+    if isinstance(store, str | Path):
+        return SqliteStore(store)
+    if isinstance(store, Store):
+        return store
+    raise ConfigurationError(f"store must be a Store, a sqlite file path or None, not {store!r}")
+
+
+class Engine:
+    """An embedded triggerfish engine.
+
+    ``store`` is a sqlite file path (executions survive restarts), a ``Store``, or None for an
+    in-memory sqlite. Register functions with ``@engine.function(...)`` and classes with
+    ``@engine.service(...)``, then run it with ``async with engine:`` (or ``with engine as e:``
+    for the blocking form). Leaving the block lets running executions finish within
+    ``drain_timeout`` seconds, puts the rest back to PENDING for the next start, and stops
+    every replica.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | Path | None = None,
+        *,
+        runtime: Runtime | None = None,
+        kill_grace: float = 5.0,
+        drain_timeout: float = 10.0,
+    ) -> None:
+        self._core = EngineCore(
+            _store_from(store), runtime, kill_grace=kill_grace, drain_timeout=drain_timeout
+        )
+        self._names: dict[Any, str] = {}
+        self._stack: AsyncExitStack | None = None
+        self._blocking: Any = None
+
+    # -- registration ---------------------------------------------------------------------
+
+    @overload
+    def function(self, fn: F, /) -> F: ...
+
+    @overload
+    def function(self, fn: None = None, /, **options: Any) -> Callable[[F], F]: ...
+
+    def function(self, fn: F | None = None, /, **options: Any) -> Any:
+        """Register a function, in its own service. Options: ``name``, the FunctionSpec fields
+        (timeout, max_attempts, backoff, max_concurrency, cpu, memory, env, secrets,
+        description...) and the service's: ``replicas`` (a number, or (min, max) to autoscale),
+        ``concurrency`` per replica, ``idle_timeout``. The function is returned unchanged."""
+
+        def register(target: F) -> F:
+            if inspect.isclass(target):
+                raise ConfigurationError("use @engine.service for a class, not @engine.function")
+            name = options.pop("name", None) or target.__name__
+            service_fields = {k: options.pop(k) for k in _SERVICE_FIELDS if k in options}
+            _replica_fields(options.pop("replicas", None), service_fields)
+            service = ServiceSpec.build(
+                name=name,
+                env=options.get("env", {}),
+                secrets=options.get("secrets", {}),
+                **service_fields,
+            )
+            spec = FunctionSpec.build(name=name, service=name, **options)
+            payload = {"kind": "function", "functions": {name: target}}
+            self._register(service, {name: spec}, payload)
+            self._names[target] = name
+            return target
+
+        return register(fn) if fn is not None else register
+
+    @overload
+    def service(self, cls: C, /) -> C: ...
+
+    @overload
+    def service(self, cls: None = None, /, **options: Any) -> Callable[[C], C]: ...
+
+    def service(self, cls: C | None = None, /, **options: Any) -> Any:
+        """Register a class as a service: its ``__init__`` runs once per replica with
+        ``init_params``, and its methods marked with ``@triggerfish.method`` are functions named
+        ``Class.method``. Options: ``name``, ``init_params``, ``replicas``, ``concurrency``,
+        ``idle_timeout``, ``env``, ``secrets``. The class is returned unchanged."""
+
+        def register(target: C) -> C:
+            if not inspect.isclass(target):
+                raise ConfigurationError("@engine.service takes a class")
+            name = options.pop("name", None) or target.__name__
+            _replica_fields(options.pop("replicas", None), options)
+            service = ServiceSpec.build(name=name, **options)
+            functions: dict[str, FunctionSpec] = {}
+            methods: dict[str, str] = {}
+            for attr, member in inspect.getmembers(target, inspect.isfunction):
+                marked = getattr(member, _METHOD_MARK, None)
+                if marked is None:
+                    continue
+                fname = f"{name}.{attr}"
+                functions[fname] = FunctionSpec.build(name=fname, service=name, **marked)
+                methods[fname] = attr
+                self._names[member] = fname
+            if not functions:
+                raise ConfigurationError(
+                    f"service {name!r} has no methods marked with @triggerfish.method"
+                )
+            payload = {
+                "kind": "class",
+                "target": target,
+                "init_params": dict(service.init_params),
+                "methods": methods,
+            }
+            self._register(service, functions, payload)
+            return target
+
+        return register(cls) if cls is not None else register
+
+    def _register(
+        self, service: ServiceSpec, functions: dict[str, FunctionSpec], payload: dict[str, Any]
+    ) -> None:
+        payload["concurrency"] = service.concurrency
+        try:
+            blob = bytes(cloudpickle.dumps(payload))
+        except Exception as exc:
+            raise ConfigurationError(
+                f"service {service.name!r} cannot be sent to a replica (pickling failed): {exc}"
+            ) from exc
+        if service.name in self._core.services:
+            raise ConfigurationError(f"a service named {service.name!r} is already registered")
+        self._core.register(Service(service, functions, blob))
+
+    # -- handles --------------------------------------------------------------------------
+
+    def handle(self, function: Callable[..., Any] | str) -> FunctionHandle:
+        """The handle of a registered function, by the function itself or by its name."""
+        name = function if isinstance(function, str) else self._names.get(function)
+        if name is None:
+            raise UnknownFunctionError(f"{function!r} is not registered with this engine")
+        self._core.spec_of(name)
+        return FunctionHandle(self._core, name)
+
+    get_function = handle
+
+    @property
+    def function_names(self) -> list[str]:
+        return sorted(self._core.functions)
+
+    async def get(self, execution_id: str) -> Execution:
+        """Any execution by id."""
+        return to_execution(await self._core.record(execution_id))
+
+    def service_status(self, name: str) -> ServiceStatus:
+        """A service's state (Initializing, Active, Error with its init error) and load."""
+        return self._core.service_status(name)
+
+    # -- running --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Engine:
+        if self._stack is not None:
+            raise EngineClosedError("this engine is already running")
+        stack = AsyncExitStack()
+        task_group = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(task_group.cancel_scope.cancel)
+        stack.push_async_callback(self._core.stop)
+        try:
+            await self._core.start(task_group)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)
+
+    def __enter__(self) -> Any:
+        from .blocking import BlockingEngine
+
+        self._blocking = BlockingEngine(self)
+        return self._blocking.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        blocking, self._blocking = self._blocking, None
+        if blocking is not None:
+            blocking.__exit__(exc_type, exc, tb)

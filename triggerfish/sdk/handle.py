@@ -1,0 +1,163 @@
+"""FunctionHandle: start, get, cancel, list, await_result, call_remote, map, starmap and friends."""
+
+from __future__ import annotations
+
+import builtins
+import pickle
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import anyio
+import cloudpickle
+
+from ..engine.core import EngineCore, raise_for_outcome
+from ..errors import SerializationError
+from ..models import Execution, ExecutionPage, ExecutionRecord, ExecutionStatus
+
+
+def pack_input(function: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """Pickle a call's arguments, naming the one that cannot be pickled."""
+    try:
+        return bytes(cloudpickle.dumps((args, kwargs)))
+    except Exception as exc:
+        named = [(f"argument {i}", a) for i, a in enumerate(args)] + [
+            (f"argument {k!r}", v) for k, v in kwargs.items()
+        ]
+        for label, value in named:
+            try:
+                cloudpickle.dumps(value)
+            except Exception:
+                raise SerializationError(
+                    f"{label} of {function}() cannot be pickled ({type(value).__name__}): {exc}"
+                ) from exc
+        raise SerializationError(f"the arguments of {function}() cannot be pickled: {exc}") from exc
+
+
+def unpack_result(record: ExecutionRecord) -> Any:
+    """The unpickled result, raising the matching InvocationError if it did not succeed."""
+    return pickle.loads(raise_for_outcome(record))
+
+
+def to_execution(record: ExecutionRecord) -> Execution:
+    result = None
+    if record.result is not None:
+        try:
+            result = pickle.loads(record.result)
+        except Exception as exc:  # a class that only exists in the replica, say
+            result = f"<result cannot be unpickled here: {exc}>"
+    return Execution.from_record(record, result)
+
+
+class FunctionHandle:
+    """Invokes one registered function. Every method is a coroutine (see ``BlockingFunctionHandle``
+    for the same methods without ``await``)."""
+
+    def __init__(self, core: EngineCore, name: str) -> None:
+        self._core = core
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<FunctionHandle {self.name}>"
+
+    async def start(self, *args: Any, **kwargs: Any) -> str:
+        """Start an execution; returns its id once it is stored."""
+        self._core.spec_of(self.name)
+        (execution_id,) = await self._core.submit(self.name, [pack_input(self.name, args, kwargs)])
+        return execution_id
+
+    async def start_many(
+        self, calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]]
+    ) -> list[str]:
+        """Start one execution per (args, kwargs), all stored in one commit. Every input is
+        pickled first: if one cannot be, none is stored."""
+        self._core.spec_of(self.name)
+        blobs = [pack_input(self.name, args, kwargs) for args, kwargs in calls]
+        return await self._core.submit(self.name, blobs) if blobs else []
+
+    async def get(self, execution_id: str) -> Execution:
+        """The execution as it stands now."""
+        return to_execution(await self._core.record(execution_id))
+
+    async def cancel(self, execution_id: str) -> None:
+        """Cancel: a queued execution ends CANCELLED at once, a running one goes through
+        CANCELLING while it is stopped. Cancelling a finished one does nothing."""
+        await self._core.cancel(execution_id)
+
+    async def list(
+        self,
+        offset: str | None = None,
+        limit: int = 50,
+        status: ExecutionStatus | str | Iterable[ExecutionStatus | str] | None = None,
+    ) -> ExecutionPage:
+        """Execution ids newest first, ``limit`` at a time; pass the page's ``offset`` back for
+        the next page (None on the last one)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        statuses = None
+        if status is not None:
+            statuses = (
+                [ExecutionStatus(status)]
+                if isinstance(status, str)
+                else [ExecutionStatus(s) for s in status]
+            )
+        await self._core.store.flush()
+        ids = await self._core.store.list_ids(
+            function=self.name, statuses=statuses, before=offset, limit=limit + 1
+        )
+        more = len(ids) > limit
+        ids = ids[:limit]
+        return ExecutionPage(execution_ids=tuple(ids), offset=ids[-1] if more else None)
+
+    async def await_result(self, execution_id: str, timeout: float | None = None) -> Any:
+        """Wait for the final status; the result if SUCCEEDED, else InvocationFailedError,
+        InvocationCancelledError or InvocationTimedOutError. TimeoutError after ``timeout``."""
+        return unpack_result(await self._core.wait(execution_id, timeout))
+
+    async def call_remote(self, *args: Any, **kwargs: Any) -> Any:
+        """``start`` then ``await_result``."""
+        return await self.await_result(await self.start(*args, **kwargs))
+
+    async def map(self, inputs: Iterable[Any]) -> AsyncIterator[Any]:
+        """One execution per input; results in input order, each as soon as it (and those
+        before it) are ready. The first failure in that order raises."""
+        async for result in self.starmap((item,) for item in inputs):
+            yield result
+
+    async def starmap(self, inputs: Iterable[Iterable[Any]]) -> AsyncIterator[Any]:
+        """Like ``map`` with each input a tuple of positional arguments."""
+        ids = await self.start_many((tuple(args), {}) for args in inputs)
+        for execution_id in ids:
+            yield await self.await_result(execution_id)
+
+    async def rerun(self, execution_ids: Iterable[str] | None = None) -> builtins.list[str]:
+        """Run this function's FAILED and TIMED_OUT executions again (all, or those given);
+        returns the ids that were started again."""
+        return await self._core.rerun(self.name, execution_ids)
+
+    async def wait_for_completion(self, timeout: float | None = None) -> None:
+        """Wait until no execution of this function is unfinished."""
+        with anyio.fail_after(timeout):
+            while True:
+                unfinished = [r.id for r in self._core.live.values() if r.function == self.name]
+                if not unfinished:
+                    return
+                for execution_id in unfinished:
+                    await self._core.wait(execution_id)
+
+    async def iter_results(self) -> AsyncIterator[Any]:
+        """Results of this function's SUCCEEDED executions, oldest first."""
+        await self._core.store.flush()
+        records = await self._core.store.find(
+            function=self.name, statuses=[ExecutionStatus.SUCCEEDED]
+        )
+        for record in records:
+            yield unpack_result(record)
+
+    async def results(self) -> builtins.list[Any]:
+        """``iter_results`` as a list."""
+        return [result async for result in self.iter_results()]
+
+    async def statistics(self) -> dict[ExecutionStatus, int]:
+        """How many executions of this function are in each status."""
+        await self._core.store.flush()
+        return await self._core.store.count_by_status(function=self.name)

@@ -1,0 +1,29 @@
+"""The sqlite schema, as numbered steps; ``PRAGMA user_version`` records the last one applied."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE executions (
+        id TEXT PRIMARY KEY,
+        function TEXT NOT NULL,
+        service TEXT NOT NULL,
+        status TEXT NOT NULL,
+        input BLOB NOT NULL,
+        max_attempts INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        failed_attempts INTEGER NOT NULL,
+        result BLOB,
+        error TEXT,
+        progress INTEGER,
+        status_log TEXT NOT NULL,
+        logs TEXT NOT NULL,
+        parent_id TEXT,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL
+    ) WITHOUT ROWID;
+    CREATE INDEX executions_by_function ON executions (function, id);
+    CREATE INDEX executions_by_status ON executions (status, function);
+    """,
+)

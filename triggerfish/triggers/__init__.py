@@ -1,0 +1,1 @@
+"""Event triggers, DQL filters and cron schedules (pure: no engine, no store)."""
