@@ -80,6 +80,16 @@ def raise_for_outcome(record: ExecutionRecord) -> bytes:
     raise InvocationError(f"{where} has not finished ({status})", execution_id=record.id)
 
 
+class Waiter:
+    """Someone waiting for an execution's final status; ``record`` is set when it is committed."""
+
+    __slots__ = ("event", "record")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.record: ExecutionRecord | None = None
+
+
 class Service:
     """A registered service: its spec, its functions and what a replica loads."""
 
@@ -113,7 +123,7 @@ class EngineCore(PoolCallbacks):
         self._placement: dict[str, tuple[ServicePool, Slots]] = {}
         self._stop_reasons: dict[str, str] = {}
         self._killed: set[str] = set()
-        self._waiters: dict[str, anyio.Event] = {}
+        self._waiters: dict[str, Waiter] = {}
         self._clock_wake = anyio.Event()
         self._timeouts = DeadlineQueue(lambda: self._clock_wake.set())
         self._grace = DeadlineQueue(lambda: self._clock_wake.set())
@@ -226,6 +236,22 @@ class EngineCore(PoolCallbacks):
     ) -> list[str]:
         """Store new executions of ``function``, one per pickled input; returns their ids once
         committed. They are queued at once, so they may already run by then."""
+        records = self._new_records(function, inputs, parent_id)
+        await self.store.insert(records)
+        return [record.id for record in records]
+
+    async def submit_watched(
+        self, function: str, inputs: Sequence[bytes], *, parent_id: str | None = None
+    ) -> list[tuple[str, Waiter]]:
+        """``submit``, with a waiter for each execution registered before any can finish."""
+        records = self._new_records(function, inputs, parent_id)
+        watched = [(record.id, self._watch(record.id)) for record in records]
+        await self.store.insert(records)
+        return watched
+
+    def _new_records(
+        self, function: str, inputs: Sequence[bytes], parent_id: str | None
+    ) -> list[ExecutionRecord]:
         self._check_running()
         spec = self.spec_of(function)
         pool = self.pools[spec.service]
@@ -246,8 +272,7 @@ class EngineCore(PoolCallbacks):
             records.append(record)
         for record in records:  # queued before the commit: dispatch overlaps with it
             pool.enqueue(record)
-        await self.store.insert(records)
-        return [record.id for record in records]
+        return records
 
     async def record(self, execution_id: str) -> ExecutionRecord:
         """The freshest state of an execution: live if unfinished, else from the store."""
@@ -258,25 +283,32 @@ class EngineCore(PoolCallbacks):
             raise ExecutionNotFoundError(f"no execution has the id {execution_id!r}")
         return record
 
+    def _watch(self, execution_id: str) -> Waiter:
+        waiter = self._waiters.get(execution_id)
+        if waiter is None:
+            waiter = self._waiters[execution_id] = Waiter()
+        return waiter
+
     async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionRecord:
         """The record once its final status is committed. TimeoutError after ``timeout``."""
-        with anyio.fail_after(timeout if timeout is not None else math.inf):
-            while True:
-                record = self.live.get(execution_id)
-                if record is None:
-                    stored = await self.store.get(execution_id)
-                    if stored is None:
-                        raise ExecutionNotFoundError(f"no execution has the id {execution_id!r}")
-                    if stored.terminated:
-                        return stored
-                    record = self.live.get(execution_id)
-                    if record is None:  # unfinished in the store and not live: not ours to run
-                        self._check_running()
-                        continue
-                event = self._waiters.get(execution_id)
-                if event is None:
-                    event = self._waiters[execution_id] = anyio.Event()
-                await event.wait()
+        with anyio.fail_after(timeout):
+            if execution_id in self.live:
+                return await self.wait_for(self._watch(execution_id))
+            stored = await self.store.get(execution_id)
+            if stored is None:
+                raise ExecutionNotFoundError(f"no execution has the id {execution_id!r}")
+            if stored.terminated:
+                return stored
+            if execution_id not in self.live:
+                # Unfinished in the store but not live here: only a running engine takes it on.
+                self._check_running()
+            return await self.wait_for(self._watch(execution_id))
+
+    @staticmethod
+    async def wait_for(waiter: Waiter) -> ExecutionRecord:
+        await waiter.event.wait()
+        assert waiter.record is not None
+        return waiter.record
 
     async def cancel(self, execution_id: str) -> None:
         """Cancel an execution: at once if queued, via CANCELLING if running; no-op if final."""
@@ -345,11 +377,13 @@ class EngineCore(PoolCallbacks):
             if status in UNFINISHED:
                 continue
             record = self.live.get(execution_id)
-            if record is not None and record.terminated:
-                del self.live[execution_id]
-            event = self._waiters.pop(execution_id, None)
-            if event is not None:
-                event.set()
+            if record is None or not record.terminated:
+                continue  # already run again (rerun) since this commit was prepared
+            del self.live[execution_id]
+            waiter = self._waiters.pop(execution_id, None)
+            if waiter is not None:
+                waiter.record = record
+                waiter.event.set()
 
     def _finish(
         self, record: ExecutionRecord, status: ExecutionStatus, message: str, now: float
@@ -555,8 +589,8 @@ class EngineCore(PoolCallbacks):
                 (reply,) = await self.submit(function, [blob], parent_id=parent_id)
             elif op == "call_remote":
                 function, blob = payload
-                (child,) = await self.submit(function, [blob], parent_id=parent_id)
-                reply = raise_for_outcome(await self.wait(child))
+                ((_, waiter),) = await self.submit_watched(function, [blob], parent_id=parent_id)
+                reply = raise_for_outcome(await self.wait_for(waiter))
             elif op == "await_result":
                 child, timeout = payload
                 reply = raise_for_outcome(await self.wait(child, timeout))

@@ -63,9 +63,9 @@ class BlockingFunctionHandle:
         return self.starmap((item,) for item in inputs)
 
     def starmap(self, inputs: Iterable[Iterable[Any]]) -> Iterator[Any]:
-        ids = self._call(self._handle.start_many, [(tuple(args), {}) for args in inputs])
-        for execution_id in ids:
-            yield self.await_result(execution_id)
+        waiters = self._call(self._handle.start_watched, [tuple(args) for args in inputs])
+        for waiter in waiters:
+            yield self._call(self._handle.result_of, waiter)
 
     def rerun(self, execution_ids: Iterable[str] | None = None) -> builtins.list[str]:
         ids: builtins.list[str] = self._call(self._handle.rerun, execution_ids)

@@ -167,6 +167,7 @@ class Runner:
         self.outbox = Outbox(outbox_fd)
         self.loop = asyncio.new_event_loop()
         self.functions: dict[str, Callable[..., Any]] = {}
+        self.async_functions: set[str] = set()
         self.running: dict[str, Running] = {}
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.requests: dict[int, concurrent.futures.Future[Any]] = {}
@@ -184,6 +185,9 @@ class Runner:
             self.outbox.close()
 
     def _read_inbox(self) -> None:
+        # Messages are handled on this thread: sync functions go straight to the worker pool
+        # and their results straight to the outbox, so the event loop is only woken for async
+        # functions. Each hop between threads costs more than a no-op function does.
         while True:
             try:
                 frame = p.read_frame(self.inbox_fd)
@@ -193,37 +197,34 @@ class Runner:
                 # The engine closed the pipe (it stopped or died): leave at once.
                 self.outbox.close()
                 os._exit(0)
-            self.loop.call_soon_threadsafe(self._handle, frame)
+            for message in frame:
+                kind = message[0]
+                if kind == p.RUN:
+                    self._start(*message[1:])
+                elif kind == p.CANCEL:
+                    self._cancel(message[1])
+                elif kind == p.REPLY:
+                    self._reply(*message[1:])
+                elif kind == p.INIT:
+                    self._init(message[1])
 
-    def _handle(self, frame: list[tuple[Any, ...]]) -> None:
-        for message in frame:
-            kind = message[0]
-            if kind == p.RUN:
-                self._start(*message[1:])
-            elif kind == p.CANCEL:
-                self._cancel(message[1])
-            elif kind == p.REPLY:
-                self._reply(*message[1:])
-            elif kind == p.INIT:
-                self.loop.create_task(self._init(message[1]))
-
-    async def _init(self, payload: bytes) -> None:
+    def _init(self, payload: bytes) -> None:
         try:
             spec = cloudpickle.loads(payload)
-            concurrency = int(spec["concurrency"])
             self.pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=concurrency, thread_name_prefix="triggerfish-exec"
+                max_workers=int(spec["concurrency"]), thread_name_prefix="triggerfish-exec"
             )
             if spec["kind"] == "class":
-                # __init__ may load a model for minutes: run it off the loop, once.
-                instance = await self.loop.run_in_executor(
-                    self.pool, lambda: spec["target"](**spec["init_params"])
-                )
+                instance = spec["target"](**spec["init_params"])  # once per replica
                 self.functions = {
                     name: getattr(instance, attr) for name, attr in spec["methods"].items()
                 }
             else:
                 self.functions = dict(spec["functions"])
+            for name, target in self.functions.items():
+                unwrapped = inspect.unwrap(target)
+                if inspect.iscoroutinefunction(unwrapped) or inspect.isasyncgenfunction(unwrapped):
+                    self.async_functions.add(name)
         except BaseException as exc:  # anything __init__ raises is the service's error
             self.outbox.send((p.INIT_FAILED, _error_triple(exc)))
             self.outbox.close()
@@ -247,18 +248,21 @@ class Runner:
             self._request,
             self.loop,
         )
-        unwrapped = inspect.unwrap(target)
-        if inspect.iscoroutinefunction(unwrapped) or inspect.isasyncgenfunction(unwrapped):
-            ctx = contextvars.copy_context()
-            ctx.run(self._bind, running, context)
-            running.task = self.loop.create_task(
-                self._run_async(running, target, blob), context=ctx
-            )
+        ctx = contextvars.copy_context()
+        ctx.run(self._bind, running, context)
+        if function in self.async_functions:
+            self.loop.call_soon_threadsafe(self._start_task, running, target, blob, ctx)
         else:
             assert self.pool is not None
-            ctx = contextvars.copy_context()
-            ctx.run(self._bind, running, context)
             self.pool.submit(ctx.run, self._run_sync, running, target, blob)
+
+    def _start_task(
+        self, running: Running, target: Callable[..., Any], blob: bytes, ctx: contextvars.Context
+    ) -> None:
+        if running.cancelled:
+            self._complete(running, (False, errors.InvocationCancelledError("cancelled")))
+            return
+        running.task = self.loop.create_task(self._run_async(running, target, blob), context=ctx)
 
     @staticmethod
     def _bind(running: Running, context: ExecutionContext) -> None:
@@ -284,7 +288,7 @@ class Runner:
                 break
             except errors.InvocationCancelledError:
                 continue
-        self.loop.call_soon_threadsafe(self._complete, running, outcome)
+        self._complete(running, outcome)
 
     def _call_sync(
         self, running: Running, target: Callable[..., Any], blob: bytes
@@ -321,6 +325,10 @@ class Runner:
     @staticmethod
     def _dump(value: Any) -> bytes:
         try:
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            pass  # cloudpickle handles what plain pickle cannot (lambdas, local classes)
+        try:
             return bytes(cloudpickle.dumps(value))
         except Exception as exc:
             raise TypeError(f"the function's result cannot be pickled: {exc}") from exc
@@ -349,8 +357,9 @@ class Runner:
         if running is None:
             return
         running.cancelled = True
-        if running.task is not None:
-            running.task.cancel()
+        if running.function in self.async_functions:
+            # Tasks belong to the loop; one not created yet sees ``cancelled`` when it is.
+            self.loop.call_soon_threadsafe(lambda: running.task and running.task.cancel())
             return
         with self.cancel_lock:
             if running.thread_id is not None:
