@@ -61,7 +61,7 @@ class ExecutionNotFoundError(TriggerfishError, LookupError):
 class InvocationError(TriggerfishError):
     """An execution ended without a result. ``execution_id`` names it."""
 
-    def __init__(self, message: str, *, execution_id: str | None = None) -> None:
+    def __init__(self, message: str = "", *, execution_id: str | None = None) -> None:
         super().__init__(message)
         self.execution_id = execution_id
 
@@ -94,7 +94,13 @@ class InvocationFailedError(InvocationError):
 
 
 class InvocationCancelledError(InvocationError):
-    """The execution was cancelled. Inside a sync function it is also raised to stop it."""
+    """The execution was cancelled. Inside a sync function it is also raised to stop it; there
+    it is made with no arguments (that is how an exception is sent into a running thread)."""
+
+    def __init__(
+        self, message: str = "the execution was cancelled", *, execution_id: str | None = None
+    ) -> None:
+        super().__init__(message, execution_id=execution_id)
 
 
 class InvocationTimedOutError(InvocationError):

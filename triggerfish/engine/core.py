@@ -363,7 +363,7 @@ class EngineCore(PoolCallbacks):
         return ServiceStatus(
             name=name,
             state=pool.state if self.running else ServiceState.INACTIVE,
-            replicas=sum(1 for s in pool.replicas.values() if s.ready),
+            replicas=sum(1 for s in pool.replicas.values() if s.open),
             busy_slots=pool.busy_slots,
             queued=pool.queued,
             error=error,
@@ -440,6 +440,7 @@ class EngineCore(PoolCallbacks):
         record.attempts += 1
         if record.started_at is None:
             record.started_at = now
+        record.progress = None  # progress belongs to an attempt
         record.change(RUNNING, "", now)
         self.store.save(record)
         pool = self.pools[record.service]

@@ -29,12 +29,17 @@ ErrorTriple = tuple[str, str, str]
 class Slots:
     """A replica as the scheduler sees it: is it ready, and what runs on it."""
 
-    __slots__ = ("assigned", "ready", "replica")
+    __slots__ = ("assigned", "ready", "replica", "retiring")
 
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
         self.ready = False
+        self.retiring = False  # being stopped (idle): takes no more work
         self.assigned: dict[str, ExecutionRecord] = {}
+
+    @property
+    def open(self) -> bool:
+        return self.ready and not self.retiring
 
 
 class PoolCallbacks:
@@ -159,7 +164,7 @@ class ServicePool(ReplicaListener):
         if not self.queued or self.paused:
             return
         capacity = self.spec.concurrency
-        ready = [s for s in self.replicas.values() if s.ready and len(s.assigned) < capacity]
+        ready = [s for s in self.replicas.values() if s.open and len(s.assigned) < capacity]
         if not ready:
             return
         sends: dict[Slots, list[tuple[Any, ...]]] = {}
@@ -199,7 +204,7 @@ class ServicePool(ReplicaListener):
         """Start replicas up to what the queue needs (within min..max)."""
         if self._stopping or self.paused:
             return
-        live = len(self.replicas) + self.starting
+        live = self._serving() + self.starting
         if self.state is ServiceState.ERROR:
             # After an init failure, try again only when there is work, one replica at a time.
             wanted = 1 if (self.queued and not self.starting and not self.replicas) else 0
@@ -227,15 +232,18 @@ class ServicePool(ReplicaListener):
             return
         # The replica counts as starting until it answers READY or INIT_FAILED.
 
+    def _serving(self) -> int:
+        return sum(1 for s in self.replicas.values() if not s.retiring)
+
     def _arm_idle(self, slots: Slots) -> None:
-        if len(self.replicas) > self.spec.min_replicas:
+        if self._serving() > self.spec.min_replicas:
             self._idle.arm(slots.replica.id, self.spec.idle_timeout, time.monotonic())
 
     def _stop_idle(self, replica_id: str) -> None:
         slots = self.replicas.get(replica_id)
-        if slots is None or slots.assigned or len(self.replicas) <= self.spec.min_replicas:
+        if slots is None or slots.assigned or self._serving() <= self.spec.min_replicas:
             return
-        slots.ready = False  # takes no more work while it stops
+        slots.retiring = True
         logger.info("replica_idle_stopped", service=self.spec.name, replica_id=replica_id)
         assert self._task_group is not None
         self._task_group.start_soon(slots.replica.stop, 5.0, name=f"stop-{replica_id}")

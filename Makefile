@@ -1,0 +1,30 @@
+# The two commands a fresh machine needs. Both are idempotent.
+#   make run   the main job: the example app on process replicas and a sqlite file
+#   make test  installs what the tests need, then lint, types and the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test install install-dev bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+
+install-dev: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+
+run: install
+	$(BIN)/python -m examples.quickstart
+
+test: install-dev
+	$(BIN)/ruff check triggerfish tests bench examples
+	$(BIN)/ruff format --check triggerfish tests bench examples
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/throughput.py

@@ -1,0 +1,81 @@
+"""An app embedding the engine, run as a subprocess by the crash tests.
+
+``start DB DIR N``: starts N executions of each function, prints their ids, then idles.
+``resume DB DIR``: waits for every unfinished execution and prints each one's status log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import anyio
+
+import triggerfish
+
+
+def work(i: int, directory: str) -> int:
+    context = triggerfish.current_context()
+    with open(Path(directory) / "runs", "a") as log:
+        log.write(f"{context.execution_id} {context.attempt} {os.getpid()}\n")
+    time.sleep(0.3)
+    return i
+
+
+def work_once(i: int, directory: str) -> int:
+    return work(i, directory)
+
+
+def build(db: str) -> triggerfish.Engine:
+    engine = triggerfish.Engine(db, drain_timeout=1)
+    engine.function(work, replicas=1, concurrency=2, max_attempts=2, backoff=0)
+    engine.function(work_once, replicas=1, concurrency=2, max_attempts=1)
+    return engine
+
+
+async def start(db: str, directory: str, count: int) -> None:
+    engine = build(db)
+    async with engine:
+        ids = []
+        for function in (work, work_once):
+            handle = engine.handle(function)
+            ids += await handle.start_many(((i, directory), {}) for i in range(count))
+        print(json.dumps(ids), flush=True)
+        await anyio.sleep_forever()
+
+
+async def resume(db: str) -> None:
+    engine = build(db)
+    async with engine:
+        for function in (work, work_once):
+            await engine.handle(function).wait_for_completion(timeout=60)
+        report = {}
+        for function in (work, work_once):
+            handle = engine.handle(function)
+            offset = None
+            while True:
+                page = await handle.list(offset=offset, limit=100)
+                for execution_id in page.execution_ids:
+                    execution = await handle.get(execution_id)
+                    report[execution_id] = {
+                        "function": execution.function,
+                        "status": execution.status.value,
+                        "attempts": execution.attempts,
+                        "log": [[c.status.value, c.message] for c in execution.status_log],
+                        "error": execution.error.type if execution.error else None,
+                    }
+                if page.offset is None:
+                    break
+                offset = page.offset
+        print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    mode, db, directory = sys.argv[1:4]
+    if mode == "start":
+        anyio.run(start, db, directory, int(sys.argv[4]))
+    else:
+        anyio.run(resume, db)

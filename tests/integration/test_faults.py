@@ -1,0 +1,239 @@
+"""Timeouts, cancels, dying replicas and failing services, on real processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+import triggerfish
+from triggerfish import (
+    ExecutionStatus,
+    InvocationCancelledError,
+    InvocationFailedError,
+    InvocationTimedOutError,
+    ServiceState,
+)
+
+from . import fns
+from .helpers import alive, kill9, wait_for_file
+
+pytestmark = pytest.mark.anyio
+S = ExecutionStatus
+MakeEngine = Callable[..., triggerfish.Engine]
+
+
+async def _status(engine: triggerfish.Engine, execution_id: str, status: S) -> None:
+    with anyio.fail_after(10):
+        while (await engine.get(execution_id)).status is not status:
+            await anyio.sleep(0.01)
+
+
+async def test_timeout_of_a_cooperative_function_keeps_the_replica(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.sleep_then, timeout=0.3)
+    engine.function(fns.pid, name="pid_of", timeout=5)
+    async with engine:
+        handle = engine.handle(fns.sleep_then)
+        with pytest.raises(InvocationTimedOutError, match=r"0\.3s timeout"):
+            await handle.call_remote(0.25 * 40)  # sleeps in C: the cancel lands when it wakes
+        (execution_id,) = (await handle.list()).execution_ids
+        assert (await handle.get(execution_id)).status is S.TIMED_OUT
+
+
+async def test_timeout_of_a_function_that_ignores_cancellation_kills_its_replica(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    engine = make_engine(kill_grace=0.5)
+    engine.function(fns.stubborn, timeout=0.5, concurrency=2)
+    async with engine:
+        handle = engine.handle(fns.stubborn)
+        started = anyio.current_time()
+        with pytest.raises(InvocationTimedOutError):
+            await handle.call_remote(30)
+        assert anyio.current_time() - started < 5  # 0.5 s timeout + 0.5 s grace, not 30 s
+        # The replica was replaced: the service still runs work.
+        with pytest.raises(InvocationTimedOutError):
+            await handle.call_remote(30)
+        assert engine.service_status("stubborn").state is ServiceState.ACTIVE
+
+
+async def test_progress_updates_restart_the_timeout(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.slow_with_progress, timeout=0.6)
+    async with engine:
+        handle = engine.handle(fns.slow_with_progress)
+        assert await handle.call_remote(1.5, 0.2) == "made it"
+        (execution_id,) = (await handle.list()).execution_ids
+        execution = await handle.get(execution_id)
+    updates = [c for c in execution.status_log if c.message == "still going"]
+    assert len(updates) >= 5 and updates[-1].progress == len(updates)
+    assert execution.progress == len(updates)
+
+
+async def test_cancel_queued_execution_never_runs(make_engine: MakeEngine, tmp_path: Path) -> None:
+    engine = make_engine()
+    engine.function(fns.sleep_then, replicas=1, concurrency=1)
+    engine.function(fns.touch_and_return, replicas=1, concurrency=1)
+    async with engine:
+        blocker = engine.handle(fns.sleep_then)
+        busy = await blocker.start(0.5, "busy")
+        # touch_and_return has its own replica; make it busy first.
+        handle = engine.handle(fns.touch_and_return)
+        first = await handle.start(str(tmp_path / "first"), 1)
+        second = await handle.start(str(tmp_path / "second"), 2)
+        await handle.cancel(second)
+        assert (await handle.get(second)).status is S.CANCELLED
+        with pytest.raises(InvocationCancelledError):
+            await handle.await_result(second)
+        assert await handle.await_result(first) == 1
+        assert await blocker.await_result(busy) == "busy"
+        await handle.cancel(first)  # cancelling a finished execution does nothing
+    assert not (tmp_path / "second").exists()
+
+
+@pytest.mark.parametrize("function", [fns.cooperative, fns.async_cooperative])
+async def test_cancel_running_raises_inside_the_function(
+    make_engine: MakeEngine, tmp_path: Path, function: Callable[..., object]
+) -> None:
+    marker = tmp_path / "marker"
+    engine = make_engine()
+    engine.function(function)
+    async with engine:
+        handle = engine.handle(function)
+        execution_id = await handle.start(str(marker), 30)
+        await _status(engine, execution_id, S.RUNNING)
+        await anyio.sleep(0.1)
+        await handle.cancel(execution_id)
+        with pytest.raises(InvocationCancelledError):
+            await handle.await_result(execution_id, timeout=10)
+        execution = await handle.get(execution_id)
+    statuses = [c.status for c in execution.status_log]
+    assert statuses[-2:] == [S.CANCELLING, S.CANCELLED]
+    assert marker.read_text() == "cancelled"
+
+
+async def test_cancel_of_a_function_that_ignores_it_kills_the_replica(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(kill_grace=0.3)
+    engine.function(fns.stubborn)
+    async with engine:
+        handle = engine.handle(fns.stubborn)
+        execution_id = await handle.start(30)
+        await _status(engine, execution_id, S.RUNNING)
+        await handle.cancel(execution_id)
+        with pytest.raises(InvocationCancelledError):
+            await handle.await_result(execution_id, timeout=5)
+
+
+async def test_replica_killed_mid_execution_fails_it_and_is_replaced(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    engine = make_engine()
+    engine.function(fns.write_pid_then_sleep)
+    async with engine:
+        handle = engine.handle(fns.write_pid_then_sleep)
+        execution_id = await handle.start(str(pid_file), 30)
+        pid = int(await wait_for_file(pid_file))
+        kill9(pid)
+        with pytest.raises(InvocationFailedError) as caught:
+            await handle.await_result(execution_id, timeout=10)
+        assert caught.value.error_type == "ReplicaDiedError"
+        assert "killed by signal 9 (SIGKILL)" in caught.value.error_message
+        # A new replica takes the next execution.
+        pid_file.unlink()
+        next_id = await handle.start(str(pid_file), 0)
+        assert await handle.await_result(next_id, timeout=10) == 0
+        assert int(pid_file.read_text()) != pid
+
+
+async def test_replica_killed_mid_execution_is_retried(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    engine = make_engine()
+    engine.function(fns.write_pid_then_sleep, max_attempts=2, backoff=0)
+    async with engine:
+        handle = engine.handle(fns.write_pid_then_sleep)
+        execution_id = await handle.start(str(pid_file), 30)
+        kill9(int(await wait_for_file(pid_file)))
+        assert await handle.await_result(execution_id, timeout=10) == 2  # the attempt number
+        execution = await handle.get(execution_id)
+    assert execution.attempts == 2 and execution.num_failed_attempts == 1
+    assert any("ReplicaDiedError" in c.message for c in execution.status_log)
+
+
+async def test_replica_exit_is_reported_with_its_code(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.exit_hard)
+    async with engine:
+        with pytest.raises(InvocationFailedError, match="exited with code 7"):
+            await engine.handle(fns.exit_hard).call_remote(7)
+
+
+async def test_class_init_runs_once_per_replica(make_engine: MakeEngine, tmp_path: Path) -> None:
+    counter = tmp_path / "inits"
+    engine = make_engine()
+    engine.service(
+        fns.Model, replicas=2, concurrency=2, init_params={"counter": str(counter), "scale": 3}
+    )
+    async with engine:
+        handle = engine.handle(fns.Model.predict)
+        assert handle.name == "Model.predict"
+        results = [r async for r in handle.map(range(40))]
+        status = engine.service_status("Model")
+    assert [r["value"] for r in results] == [3 * i for i in range(40)]
+    init_pids = counter.read_text().split()
+    assert len(init_pids) == 2 and len(set(init_pids)) == 2
+    assert {str(r["pid"]) for r in results} == set(init_pids)
+    assert status.state is ServiceState.ACTIVE and status.replicas == 2
+
+
+async def test_class_init_failure_puts_service_in_error_and_fails_executions(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine()
+    engine.service(fns.BrokenModel)
+    async with engine:
+        handle = engine.handle("BrokenModel.predict")
+        with anyio.fail_after(10):
+            with pytest.raises(InvocationFailedError, match="failed to initialize") as caught:
+                await handle.call_remote(1)
+        status = engine.service_status("BrokenModel")
+        # It stays an error, and later executions fail the same way rather than hang.
+        with anyio.fail_after(10), pytest.raises(InvocationFailedError, match="weights not found"):
+            await handle.call_remote(2)
+    assert caught.value.error_type == "ServiceInitError"
+    assert "weights not found" in caught.value.error_message
+    assert "in __init__" in caught.value.remote_traceback
+    assert status.state is ServiceState.ERROR
+    assert status.error is not None and "RuntimeError" in status.error.type
+
+
+async def test_no_replica_outlives_the_engine(make_engine: MakeEngine, tmp_path: Path) -> None:
+    engine = make_engine(drain_timeout=0.2)
+    engine.function(fns.pid, replicas=2, concurrency=1)
+    engine.function(fns.stubborn, replicas=1)
+    async with engine:
+        pids = {p async for p in engine.handle(fns.pid).map([0.2] * 4)}
+        stubborn_id = await engine.handle(fns.stubborn).start(30)
+        await _status(engine, stubborn_id, S.RUNNING)
+        assert all(alive(p) for p in pids)
+    assert len(pids) == 2
+    assert not any(alive(p) for p in pids)
+    # The execution cut short by the stop is PENDING again, to run at the next start.
+    restarted = make_engine()
+    restarted.function(fns.stubborn, replicas=1)
+    async with restarted:
+        execution = await restarted.get(stubborn_id)
+        await restarted.handle(fns.stubborn).cancel(stubborn_id)
+    statuses = [(c.status, c.message) for c in execution.status_log]
+    assert statuses[2] == (
+        S.PENDING,
+        "the engine stopped while it ran; it runs again at the next start",
+    )
+    assert execution.attempts <= 1  # the attempt cut short by the stop does not count

@@ -1,0 +1,142 @@
+"""The Store contract, run against every backend."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from triggerfish import ExecutionStatus, MemoryStore, SqliteStore, Store
+from triggerfish.models import ExecutionRecord, new_execution_id
+
+pytestmark = pytest.mark.anyio
+S = ExecutionStatus
+
+
+def record(function: str = "f", **changes: object) -> ExecutionRecord:
+    rec = ExecutionRecord(
+        id=new_execution_id(),
+        function=function,
+        service=function,
+        input=b"args",
+        max_attempts=1,
+        created_at=time.time(),
+    )
+    for key, value in changes.items():
+        setattr(rec, key, value)
+    return rec
+
+
+async def test_insert_commits_and_reads_back_copies(store_factory: Callable[[], Store]) -> None:
+    store = store_factory()
+    async with anyio.create_task_group() as tg:
+        await store.start(tg)
+        rec = record(result=b"r", error=("T", "m", "tb"), parent_id="p")
+        rec.change(S.RUNNING, "go", now=1.5)
+        rec.logs.append((2.0, "stdout", "hi\n"))
+        await store.insert([rec])
+        got = await store.get(rec.id)
+        assert got is not None and got is not rec
+        assert (got.status, got.result, got.error, got.parent_id) == (
+            S.RUNNING,
+            b"r",
+            ("T", "m", "tb"),
+            "p",
+        )
+        assert got.status_log == [(1.5, S.RUNNING, None, "go")]
+        assert got.logs == [(2.0, "stdout", "hi\n")]
+        got.status_log.append((3.0, S.FAILED, None, ""))
+        again = await store.get(rec.id)
+        assert again is not None and len(again.status_log) == 1
+        assert await store.get("exe-missing") is None
+        await store.aclose()
+
+
+async def test_saves_before_a_commit_collapse_to_the_latest_state(
+    store_factory: Callable[[], Store],
+) -> None:
+    store = store_factory()
+    commits: list[Sequence[tuple[str, ExecutionStatus]]] = []
+    async with anyio.create_task_group() as tg:
+        await store.start(tg, commits.append)
+        rec = record()
+        store.save(rec)
+        rec.change(S.RUNNING)
+        store.save(rec)
+        rec.change(S.SUCCEEDED)
+        store.save(rec)
+        await store.flush()
+        assert commits == [[(rec.id, S.SUCCEEDED)]]  # one write of the latest state
+        stored = await store.get(rec.id)
+        assert stored is not None and stored.status is S.SUCCEEDED
+        await store.aclose()
+
+
+async def test_flush_waits_for_a_commit_already_in_flight(
+    store_factory: Callable[[], Store],
+) -> None:
+    store = store_factory()
+    async with anyio.create_task_group() as tg:
+        await store.start(tg)
+        records = [record() for _ in range(3000)]
+        for rec in records:
+            store.save(rec)
+        await anyio.lowlevel.checkpoint()  # let the writer take the batch
+        await store.flush()
+        counts = await store.count_by_status()
+        assert counts[S.PENDING] == 3000
+        await store.aclose()
+
+
+async def test_listing_paging_filters_and_counts(store_factory: Callable[[], Store]) -> None:
+    store = store_factory()
+    async with anyio.create_task_group() as tg:
+        await store.start(tg)
+        f_records = [record("f") for _ in range(5)]
+        g_record = record("g", status=S.FAILED)
+        f_records[1].status = S.SUCCEEDED
+        await store.insert([*f_records, g_record])
+        ids = [r.id for r in f_records]
+        assert await store.list_ids(function="f") == ids[::-1]
+        assert await store.list_ids(function="f", limit=2) == ids[:-3:-1]
+        assert await store.list_ids(function="f", before=ids[2]) == ids[1::-1]
+        assert await store.list_ids(statuses=[S.FAILED]) == [g_record.id]
+        assert await store.list_ids() == [g_record.id, *ids[::-1]]
+        found = await store.find(function="f", statuses=[S.PENDING])
+        assert [r.id for r in found] == [ids[0], *ids[2:]]
+        counts = await store.count_by_status(function="f")
+        assert counts[S.PENDING] == 4 and counts[S.SUCCEEDED] == 1 and counts[S.FAILED] == 0
+        await store.aclose()
+
+
+async def test_close_commits_what_is_queued_and_a_reopened_store_has_it(
+    store_factory: Callable[[], Store],
+) -> None:
+    store = store_factory()
+    async with anyio.create_task_group() as tg:
+        await store.start(tg)
+        rec = record()
+        store.save(rec)
+        await store.aclose()  # no flush: closing must commit it
+    # A sqlite store reopens its file; the memory store can only be started again.
+    reopened = store_factory() if isinstance(store, SqliteStore) else store
+    assert reopened is not store or isinstance(store, MemoryStore)
+    async with anyio.create_task_group() as tg:
+        await reopened.start(tg)
+        stored = await reopened.get(rec.id)
+        await reopened.aclose()
+    assert stored is not None and stored.id == rec.id
+
+
+async def test_save_after_close_is_refused(store_factory: Callable[[], Store]) -> None:
+    from triggerfish import EngineClosedError
+
+    store = store_factory()
+    async with anyio.create_task_group() as tg:
+        await store.start(tg)
+        await store.aclose()
+    with pytest.raises(EngineClosedError):
+        store.save(record())
