@@ -179,3 +179,9 @@ class BrokenModel:
     @method
     def predict(self, x: int) -> int:
         return x
+
+
+def segfault() -> None:
+    import ctypes
+
+    ctypes.string_at(0)

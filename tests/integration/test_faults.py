@@ -167,12 +167,21 @@ async def test_replica_killed_mid_execution_is_retried(
     assert any("ReplicaDiedError" in c.message for c in execution.status_log)
 
 
-async def test_replica_exit_is_reported_with_its_code(make_engine: MakeEngine) -> None:
+async def test_replica_exit_and_segfault_are_reported_with_how_it_died(
+    make_engine: MakeEngine,
+) -> None:
     engine = make_engine()
     engine.function(fns.exit_hard)
+    engine.function(fns.segfault)
     async with engine:
         with pytest.raises(InvocationFailedError, match="exited with code 7"):
             await engine.handle(fns.exit_hard).call_remote(7)
+        with pytest.raises(InvocationFailedError) as caught:
+            await engine.handle(fns.segfault).call_remote()
+        message = caught.value.error_message
+        assert "killed by signal 11 (SIGSEGV)" in message
+        # The end of the replica's stderr comes along: here, the stack of the crash.
+        assert "Segmentation fault" in message and 'in segfault' in message
 
 
 async def test_class_init_runs_once_per_replica(make_engine: MakeEngine, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import ctypes
+import faulthandler
 import inspect
 import io
 import itertools
@@ -393,6 +394,9 @@ class Runner:
 
 
 def main() -> None:
+    # A crash in C code prints the Python stack to stderr, whose tail the engine puts in the
+    # error of the executions that were running ("died: killed by signal 11 ...").
+    faulthandler.enable()
     inbox_fd, outbox_fd = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
