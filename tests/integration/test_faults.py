@@ -181,7 +181,7 @@ async def test_replica_exit_and_segfault_are_reported_with_how_it_died(
         message = caught.value.error_message
         assert "killed by signal 11 (SIGSEGV)" in message
         # The end of the replica's stderr comes along: here, the stack of the crash.
-        assert "Segmentation fault" in message and 'in segfault' in message
+        assert "Segmentation fault" in message and "in segfault" in message
 
 
 async def test_class_init_runs_once_per_replica(make_engine: MakeEngine, tmp_path: Path) -> None:
