@@ -1,0 +1,101 @@
+"""Cron schedules over a clock that is passed in, including a zone with daylight saving."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from triggerfish.triggers.cron import CronError, CronSchedule
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def local(times: list[datetime]) -> list[str]:
+    return [t.astimezone(BERLIN).strftime("%m-%d %H:%M%z") for t in times]
+
+
+def test_five_and_six_field_specs() -> None:
+    minutely = CronSchedule.parse("*/20 * * * *")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assert minutely.next_after(start) == start + timedelta(minutes=20)
+    assert minutely.next_after(start + timedelta(seconds=1)) == start + timedelta(minutes=20)
+    seconds = CronSchedule.parse("*/20 * * * * *")  # seconds first
+    assert list(seconds.fire_times(start, start + timedelta(minutes=1))) == [
+        start + timedelta(seconds=s) for s in (20, 40, 60)
+    ]
+
+
+def test_time_zone_start_and_end() -> None:
+    schedule = CronSchedule.parse(
+        "0 9 * * *",
+        "Europe/Berlin",
+        start_at=datetime(2026, 1, 10, tzinfo=UTC),
+        end_at=datetime(2026, 1, 12, 12, tzinfo=UTC),
+    )
+    fires = list(
+        schedule.fire_times(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
+    )
+    assert local(fires) == ["01-10 09:00+0100", "01-11 09:00+0100", "01-12 09:00+0100"]
+    assert schedule.next_after(datetime(2026, 1, 12, 9, tzinfo=UTC)) is None
+
+
+def test_spring_forward_daily_job_fires_once_shifted_by_the_gap() -> None:
+    daily = CronSchedule.parse("30 2 * * *", "Europe/Berlin")
+    fires = list(
+        daily.fire_times(datetime(2026, 3, 27, tzinfo=UTC), datetime(2026, 3, 31, tzinfo=UTC))
+    )
+    assert local(fires) == [
+        "03-27 02:30+0100",
+        "03-28 02:30+0100",
+        "03-29 03:30+0200",  # 02:30 does not exist that night
+        "03-30 02:30+0200",
+    ]
+
+
+def test_spring_forward_skipped_quarters_fire_once_at_the_jump() -> None:
+    quarterly = CronSchedule.parse("*/15 * * * *", "Europe/Berlin")
+    start = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)  # 01:30 local, before the jump
+    fires = list(quarterly.fire_times(start, start + timedelta(hours=1, minutes=20)))
+    assert local(fires) == [
+        "03-29 01:45+0100",
+        "03-29 03:00+0200",
+        "03-29 03:15+0200",
+        "03-29 03:30+0200",
+        "03-29 03:45+0200",
+    ]
+
+
+def test_fall_back_repeated_hour_fires_once() -> None:
+    hourly = CronSchedule.parse("0 * * * *", "Europe/Berlin")
+    start = datetime(2026, 10, 24, 22, tzinfo=UTC)  # local midnight of a 25-hour day
+    fires = list(hourly.fire_times(start, start + timedelta(hours=25)))
+    assert len(fires) == 24
+    assert local(fires)[:3] == ["10-25 01:00+0200", "10-25 02:00+0200", "10-25 03:00+0100"]
+    assert fires == sorted(set(fires))
+
+
+@pytest.mark.parametrize(
+    ("spec", "zone", "words"),
+    [
+        ("* * *", "UTC", "has 3 fields"),
+        ("61 * * * *", "UTC", "invalid cron spec"),
+        ("* * * * * * *", "UTC", "has 7 fields"),
+        ("0 * * * *", "Mars/Olympus", "unknown IANA time zone"),
+    ],
+)
+def test_bad_specs_are_refused_clearly(spec: str, zone: str, words: str) -> None:
+    with pytest.raises(CronError, match=words):
+        CronSchedule.parse(spec, zone)
+
+
+def test_bounds_must_be_aware_and_ordered() -> None:
+    with pytest.raises(CronError, match="start_at must carry a time zone"):
+        CronSchedule.parse("0 * * * *", start_at=datetime(2026, 1, 1))
+    with pytest.raises(CronError, match="is not after start_at"):
+        CronSchedule.parse(
+            "0 * * * *",
+            start_at=datetime(2026, 1, 2, tzinfo=UTC),
+            end_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )

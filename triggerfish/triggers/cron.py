@@ -1,0 +1,122 @@
+"""Cron schedules: the next fire time after a given instant, in a time zone, between bounds.
+
+Pure: time is passed in, never read. All instants are timezone-aware; results are in UTC.
+
+The spec has five fields (minute hour day-of-month month day-of-week) or six with seconds
+first (second minute hour day-of-month month day-of-week). Fields are matched against the wall
+clock of ``timezone``, and daylight-saving transitions follow these rules:
+
+* A wall time that does not exist (the hour skipped when clocks go forward) fires when the
+  clock jumps, shifted forward by the length of the gap: 02:30 on a spring-forward night in
+  Europe/Berlin fires at 03:30 local time. Several skipped times that land on the same instant
+  fire once.
+* A wall time that happens twice (the hour repeated when clocks go back) fires once, at its
+  first occurrence.
+
+So a daily job fires exactly once every day, and an hourly job fires 23 or 24 times on the
+days of the transitions rather than 25.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from ..errors import ConfigurationError
+
+__all__ = ["CronError", "CronSchedule"]
+
+
+class CronError(ConfigurationError):
+    """A cron spec, time zone or bound that cannot be accepted."""
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise CronError(f"unknown IANA time zone {name!r}") from None
+
+
+def _aware(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None:
+        raise CronError(f"{what} must carry a time zone (got {value.isoformat()})")
+    return value.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CronSchedule:
+    """When a cron trigger fires. Build with ``CronSchedule.parse``."""
+
+    spec: str
+    timezone: str = "UTC"
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        spec: str,
+        timezone: str = "UTC",
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+    ) -> CronSchedule:
+        """Validate and build; a bad spec, zone or bound raises CronError naming it."""
+        fields = spec.split()
+        if len(fields) not in (5, 6):
+            raise CronError(
+                f"cron spec {spec!r} has {len(fields)} fields; it takes 5 "
+                "(minute hour day month weekday) or 6 (second first)"
+            )
+        try:
+            croniter(" ".join(fields), second_at_beginning=len(fields) == 6)
+        except (ValueError, KeyError) as exc:
+            raise CronError(f"invalid cron spec {spec!r}: {exc}") from None
+        _zone(timezone)
+        start = _aware(start_at, "start_at") if start_at else None
+        end = _aware(end_at, "end_at") if end_at else None
+        if start and end and end <= start:
+            raise CronError(
+                f"end_at ({end.isoformat()}) is not after start_at ({start.isoformat()})"
+            )
+        return cls(" ".join(fields), timezone, start, end)
+
+    def next_after(self, after: datetime) -> datetime | None:
+        """The first fire time strictly after ``after`` (UTC), or None once past ``end_at``."""
+        after = _aware(after, "after")
+        if self.start_at is not None and after < self.start_at:
+            after = self.start_at - timedelta(microseconds=1)
+        zone = _zone(self.timezone)
+        local = after.astimezone(zone).replace(tzinfo=None)
+        iterator = croniter(
+            self.spec, local, ret_type=datetime, second_at_beginning=len(self.spec.split()) == 6
+        )
+        # Walk wall-clock times until one maps to an instant after ``after``: that skips the
+        # second pass through a repeated hour and merges skipped times that shift onto one.
+        for _ in range(10_000):
+            wall: datetime = iterator.get_next(datetime)
+            instant = _to_utc(wall, zone)
+            if instant <= after:
+                continue
+            if self.end_at is not None and instant > self.end_at:
+                return None
+            return instant
+        return None  # a spec like "0 0 30 2 *" never fires
+
+    def fire_times(self, after: datetime, until: datetime) -> Iterator[datetime]:
+        """Every fire time in (after, until], oldest first."""
+        current = self.next_after(after)
+        while current is not None and current <= until:
+            yield current
+            current = self.next_after(current)
+
+
+def _to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
+    """A naive wall time in ``zone`` as an instant. fold=0 picks the first occurrence of a
+    repeated time, and reads a skipped time with the offset from before the jump, which is
+    the same as shifting it forward by the gap (PEP 495)."""
+    return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
