@@ -320,3 +320,123 @@ class ServiceSpec(_Frozen):
     def environment(self) -> dict[str, str]:
         """The replica's environment: ours, then the service's env and secrets."""
         return {**os.environ, **self.env, **self.secrets}
+
+
+# -- triggers ---------------------------------------------------------------------------------
+
+#: Dataloop's resource kinds; any other kind an app names is accepted too.
+KNOWN_RESOURCES = (
+    "Item",
+    "Dataset",
+    "Annotation",
+    "Task",
+    "Assignment",
+    "Model",
+    "ItemStatus",
+    "Execution",
+)
+
+#: Which execution modes each known action allows (Dataloop's table). Always is refused for
+#: Updated and statusChanged on Task and Assignment; actions an app names allow both.
+_ONCE_ONLY = frozenset({"Created", "Deleted", "Clone"})
+_NO_ALWAYS_RESOURCES = frozenset({"Task", "Assignment"})
+
+
+def allowed_modes(resource: str, action: str) -> frozenset[str]:
+    """The execution modes a trigger on (resource, action) may use."""
+    if action in _ONCE_ONLY:
+        return frozenset({"Once"})
+    if action in ("Updated", "statusChanged") and resource in _NO_ALWAYS_RESOURCES:
+        return frozenset({"Once"})
+    return frozenset({"Once", "Always"})
+
+
+class EventTriggerSpec(_Frozen):
+    """Run ``function`` when an event on ``resource`` with one of ``actions`` matches ``filter``.
+
+    The function is called with the resource's JSON body (and ``input`` as keyword arguments).
+    ``execution_mode`` Once runs it at most once per resource id, ever; Always on every match.
+    ``loop_limit`` is how many times this trigger may fire on events its own executions caused
+    (directly or down a chain); past it the firing is suppressed and recorded.
+    """
+
+    type: Literal["event"] = "event"
+    name: str = Field(min_length=1, max_length=200)
+    function: str = Field(min_length=1)
+    resource: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z_][\w.\-]*$")
+    actions: tuple[str, ...] = Field(min_length=1)
+    filter: dict[str, Any] | None = None
+    execution_mode: Literal["Once", "Always"] = "Once"
+    input: dict[str, Any] = Field(default_factory=dict)
+    loop_limit: int = Field(default=0, ge=0, le=100)
+    active: bool = True
+
+    @field_validator("actions")
+    @classmethod
+    def _actions_are_names(cls, actions: tuple[str, ...]) -> tuple[str, ...]:
+        for action in actions:
+            if not action or not action.replace("_", "").isalnum():
+                raise ValueError(f"action {action!r} is not a name")
+        return actions
+
+
+class CronTriggerSpec(_Frozen):
+    """Run ``function`` with ``input`` as keyword arguments on a cron schedule.
+
+    After the engine was down, ``misfire`` decides what happens to the fire times it missed:
+    ``skip`` them, ``run_once`` (the latest one), or ``catch_up`` every one within
+    ``misfire_grace`` seconds of now. Missed runs that do not run are counted on the trigger.
+    """
+
+    type: Literal["cron"] = "cron"
+    name: str = Field(min_length=1, max_length=200)
+    function: str = Field(min_length=1)
+    cron: str = Field(min_length=1)
+    timezone: str = "UTC"
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    input: dict[str, Any] = Field(default_factory=dict)
+    misfire: Literal["skip", "run_once", "catch_up"] = "run_once"
+    misfire_grace: float = Field(default=3600.0, ge=0)
+    active: bool = True
+
+
+TriggerSpec = EventTriggerSpec | CronTriggerSpec
+
+
+class TriggerStats(_Frozen):
+    """What a trigger has done: firings, suppressed firings (loop protection) with the last
+    reason, and cron fire times missed while the engine was down."""
+
+    fired: int = 0
+    suppressed: int = 0
+    last_suppressed_reason: str | None = None
+    last_suppressed_at: datetime | None = None
+    missed: int = 0
+    last_missed_at: datetime | None = None
+
+
+class Trigger(_Frozen):
+    """A stored trigger: its id, its spec and its statistics."""
+
+    id: str
+    spec: EventTriggerSpec | CronTriggerSpec = Field(discriminator="type")
+    stats: TriggerStats = Field(default_factory=TriggerStats)
+    created_at: datetime
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class Event(_Frozen):
+    """Something that happened to a resource. ``lineage`` lists the triggers whose executions
+    led to it (oldest first); it is how loops are recognised."""
+
+    id: str
+    resource: str
+    action: str
+    resource_id: str | None = None
+    body: Any = None
+    lineage: tuple[str, ...] = ()
+    time: datetime

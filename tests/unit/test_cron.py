@@ -99,3 +99,35 @@ def test_bounds_must_be_aware_and_ordered() -> None:
             start_at=datetime(2026, 1, 2, tzinfo=UTC),
             end_at=datetime(2026, 1, 1, tzinfo=UTC),
         )
+
+
+def test_misfire_policies_over_a_passed_in_clock() -> None:
+    from triggerfish.triggers.cron import plan_misfires
+
+    every_minute = CronSchedule.parse("* * * * *")
+    down_at = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    back_at = down_at + timedelta(minutes=10, seconds=30)  # ten fire times missed
+    minutes = [down_at + timedelta(minutes=m) for m in range(1, 11)]
+
+    skip = plan_misfires(every_minute, "skip", 0, down_at, back_at)
+    assert skip.run == () and list(skip.missed) == minutes
+
+    once = plan_misfires(every_minute, "run_once", 0, down_at, back_at)
+    assert once.run == (minutes[-1],) and list(once.missed) == minutes[:-1]
+
+    catch_up = plan_misfires(every_minute, "catch_up", 200, down_at, back_at)
+    assert list(catch_up.run) == minutes[-3:]  # within 200 s of now
+    assert list(catch_up.missed) == minutes[:-3]
+
+    nothing = plan_misfires(every_minute, "catch_up", 200, down_at, down_at + timedelta(seconds=30))
+    assert nothing.run == () and nothing.missed == ()
+
+
+def test_misfire_listing_keeps_the_latest_times() -> None:
+    from triggerfish.triggers.cron import plan_misfires
+
+    every_second = CronSchedule.parse("* * * * * *")
+    start = datetime(2026, 5, 1, tzinfo=UTC)
+    plan = plan_misfires(every_second, "catch_up", 5, start, start + timedelta(hours=1), limit=100)
+    assert plan.missed_beyond == 3600 - 100
+    assert len(plan.run) == 6 and plan.run[-1] == start + timedelta(hours=1)  # [now-5s, now]

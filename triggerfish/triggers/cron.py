@@ -19,6 +19,7 @@ days of the transitions rather than 25.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from croniter import croniter
 
 from ..errors import ConfigurationError
 
-__all__ = ["CronError", "CronSchedule"]
+__all__ = ["CronError", "CronSchedule", "MisfirePlan", "plan_misfires"]
 
 
 class CronError(ConfigurationError):
@@ -120,3 +121,44 @@ def _to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
     repeated time, and reads a skipped time with the offset from before the jump, which is
     the same as shifting it forward by the gap (PEP 495)."""
     return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class MisfirePlan:
+    """What to do with the fire times missed while the engine was down."""
+
+    run: tuple[datetime, ...]
+    missed: tuple[datetime, ...]
+    missed_beyond: int  # missed times not listed (more than the listing limit)
+
+
+def plan_misfires(
+    schedule: CronSchedule,
+    policy: str,
+    grace: float,
+    cursor: datetime,
+    now: datetime,
+    limit: int = 10_000,
+) -> MisfirePlan:
+    """Split the fire times in (cursor, now] by the misfire policy: ``skip`` runs none,
+    ``run_once`` runs the latest, ``catch_up`` runs those within ``grace`` seconds of ``now``.
+    The latest ``limit`` times are listed; older ones are only counted."""
+    latest: deque[datetime] = deque(maxlen=limit)
+    total = 0
+    for when in schedule.fire_times(cursor, now):
+        latest.append(when)
+        total += 1
+    times = list(latest)
+    beyond = total - len(times)
+    if not times:
+        return MisfirePlan((), (), 0)
+    if policy == "skip":
+        return MisfirePlan((), tuple(times), beyond)
+    if policy == "run_once":
+        return MisfirePlan((times[-1],), tuple(times[:-1]), beyond)
+    if policy != "catch_up":
+        raise CronError(f"unknown misfire policy {policy!r} (skip, run_once or catch_up)")
+    oldest = now - timedelta(seconds=grace)
+    return MisfirePlan(
+        tuple(t for t in times if t >= oldest), tuple(t for t in times if t < oldest), beyond
+    )

@@ -1,0 +1,165 @@
+"""Trigger definitions in JSON, in Dataloop's shape, turned into trigger specs.
+
+An event trigger::
+
+    {"name": "on-upload", "function": "thumbnail", "resource": "Item", "actions": ["Created"],
+     "filter": {"metadata.system.mimetype": "image/*"}, "executionMode": "Once", "active": true}
+
+A cron trigger (``"type": "Cron"``, or recognised by its ``cron`` field)::
+
+    {"name": "nightly", "function": "report", "cron": "0 5 * * *", "timezone": "Europe/Berlin",
+     "startAt": "2026-01-01T00:00:00Z", "endAt": null, "input": {"days": 1}, "misfire": "skip"}
+
+A service JSON lists its triggers under ``"triggers"``; its other fields are the service's.
+Dataloop's nested form, with the trigger's fields under ``"spec"``, is accepted too. Every
+problem is reported with the path of the bad field (``triggers[1].executionMode: ...``).
+Filters and cron specs are validated here as well, so a definition accepted here runs.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import ConfigurationError
+from ..models import CronTriggerSpec, EventTriggerSpec, TriggerSpec, allowed_modes
+from .cron import CronSchedule
+from .filters import compile_filter
+
+__all__ = ["DefinitionError", "parse_service_triggers", "parse_trigger", "validate_spec"]
+
+
+class DefinitionError(ConfigurationError):
+    """A trigger or service definition that cannot be accepted; ``where`` is the bad field."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+
+
+class _Definition(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    type: Literal["Event", "Cron", "event", "cron"] | None = None
+    name: str
+    function: str
+    active: bool = True
+    input: dict[str, Any] = Field(default_factory=dict, alias="input")
+    # event triggers
+    resource: str | None = None
+    actions: list[str] | str | None = None
+    filter: dict[str, Any] | None = None
+    execution_mode: Literal["Once", "Always"] | None = Field(default=None, alias="executionMode")
+    loop_limit: int | None = Field(default=None, alias="loopLimit")
+    # cron triggers
+    cron: str | None = None
+    timezone: str | None = None
+    start_at: datetime | None = Field(default=None, alias="startAt")
+    end_at: datetime | None = Field(default=None, alias="endAt")
+    misfire: Literal["skip", "run_once", "catch_up"] | None = None
+    misfire_grace: float | None = Field(default=None, alias="misfireGrace")
+
+
+def _where(prefix: str, loc: tuple[Any, ...]) -> str:
+    where = prefix
+    for part in loc:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    return where or "definition"
+
+
+def _from_validation(prefix: str, exc: ValidationError) -> DefinitionError:
+    first = exc.errors()[0]
+    return DefinitionError(_where(prefix, first["loc"]), first["msg"])
+
+
+def validate_spec(spec: TriggerSpec, where: str = "trigger") -> TriggerSpec:
+    """Check what pydantic cannot: the filter, the cron spec and zone, the mode per action."""
+    if isinstance(spec, EventTriggerSpec):
+        compile_filter(spec.filter, f"{where}.filter")
+        for action in spec.actions:
+            if spec.execution_mode not in allowed_modes(spec.resource, action):
+                raise DefinitionError(
+                    f"{where}.executionMode",
+                    f"{spec.execution_mode} is not allowed for {spec.resource} {action} "
+                    f"(allowed: {', '.join(sorted(allowed_modes(spec.resource, action)))})",
+                )
+    else:
+        try:
+            CronSchedule.parse(spec.cron, spec.timezone, spec.start_at, spec.end_at)
+        except ConfigurationError as exc:
+            raise DefinitionError(f"{where}.cron", str(exc)) from None
+    return spec
+
+
+def parse_trigger(definition: Any, where: str = "trigger") -> TriggerSpec:
+    """One trigger definition (a dict, or JSON text) as a validated spec."""
+    if isinstance(definition, str | bytes):
+        try:
+            definition = json.loads(definition)
+        except json.JSONDecodeError as exc:
+            raise DefinitionError(where, f"malformed JSON: {exc}") from None
+    if not isinstance(definition, dict):
+        raise DefinitionError(where, "a trigger definition must be a JSON object")
+    if isinstance(definition.get("spec"), dict):  # Dataloop's nested form
+        definition = {**{k: v for k, v in definition.items() if k != "spec"}, **definition["spec"]}
+    try:
+        parsed = _Definition.model_validate(definition)
+    except ValidationError as exc:
+        raise _from_validation(where, exc) from None
+    is_cron = (parsed.type or "").lower() == "cron" or (parsed.type is None and parsed.cron)
+    fields: dict[str, Any] = {
+        "name": parsed.name,
+        "function": parsed.function,
+        "active": parsed.active,
+        "input": parsed.input,
+    }
+    if is_cron:
+        if parsed.resource or parsed.actions or parsed.execution_mode:
+            raise DefinitionError(where, "a cron trigger has no resource, actions or executionMode")
+        optional: dict[str, Any] = {
+            "cron": parsed.cron or "",
+            "timezone": parsed.timezone,
+            "start_at": parsed.start_at,
+            "end_at": parsed.end_at,
+            "misfire": parsed.misfire,
+            "misfire_grace": parsed.misfire_grace,
+        }
+        model: type[CronTriggerSpec] | type[EventTriggerSpec] = CronTriggerSpec
+    else:
+        if parsed.resource is None:
+            raise DefinitionError(f"{where}.resource", "an event trigger needs a resource")
+        if parsed.actions is None:
+            raise DefinitionError(f"{where}.actions", "an event trigger needs actions")
+        actions = [parsed.actions] if isinstance(parsed.actions, str) else parsed.actions
+        optional = {
+            "resource": parsed.resource,
+            "actions": tuple(actions),
+            "filter": parsed.filter,
+            "execution_mode": parsed.execution_mode,
+            "loop_limit": parsed.loop_limit,
+        }
+        model = EventTriggerSpec
+    fields.update({k: v for k, v in optional.items() if v is not None})
+    try:
+        spec: TriggerSpec = model.model_validate(fields)
+    except ValidationError as exc:
+        raise _from_validation(where, exc) from None
+    return validate_spec(spec, where)
+
+
+def parse_service_triggers(service: Any) -> list[TriggerSpec]:
+    """The triggers a service JSON lists (``service.triggers``), each validated."""
+    if isinstance(service, str | bytes):
+        try:
+            service = json.loads(service)
+        except json.JSONDecodeError as exc:
+            raise DefinitionError("service", f"malformed JSON: {exc}") from None
+    if not isinstance(service, dict):
+        raise DefinitionError("service", "a service definition must be a JSON object")
+    triggers = service.get("triggers", [])
+    if not isinstance(triggers, list):
+        raise DefinitionError("service.triggers", "must be an array of trigger definitions")
+    return [parse_trigger(t, f"service.triggers[{i}]") for i, t in enumerate(triggers)]
