@@ -23,7 +23,10 @@ from .errors import ConfigurationError
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "CronTriggerSpec",
     "ErrorInfo",
+    "Event",
+    "EventTriggerSpec",
     "Execution",
     "ExecutionPage",
     "ExecutionRecord",
@@ -34,6 +37,11 @@ __all__ = [
     "ServiceState",
     "ServiceStatus",
     "StatusChange",
+    "Trigger",
+    "TriggerRecord",
+    "TriggerSpec",
+    "TriggerStats",
+    "allowed_modes",
     "new_execution_id",
 ]
 
@@ -98,6 +106,8 @@ class Execution(_Frozen):
 
     ``result`` is the return value once SUCCEEDED; for a generator function it is the latest
     yielded value while it runs. ``terminated`` is true once the status is final.
+    ``trigger_id`` and ``event`` name the trigger and event that caused it, and ``lineage`` the
+    chain of triggers behind it (what loop protection reads).
     """
 
     id: str
@@ -113,6 +123,9 @@ class Execution(_Frozen):
     status_log: tuple[StatusChange, ...] = ()
     logs: tuple[LogEntry, ...] = ()
     parent_id: str | None = None
+    trigger_id: str | None = None
+    event: dict[str, Any] | None = None
+    lineage: tuple[str, ...] = ()
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -153,6 +166,9 @@ class Execution(_Frozen):
             ),
             logs=tuple(LogEntry(time=_utc(t), stream=s, text=x) for t, s, x in record.logs),  # type: ignore[arg-type]
             parent_id=record.parent_id,
+            trigger_id=record.trigger_id,
+            event=record.event,
+            lineage=record.lineage,
             created_at=_utc(record.created_at),
             started_at=_utc(record.started_at) if record.started_at else None,
             finished_at=_utc(record.finished_at) if record.finished_at else None,
@@ -206,6 +222,9 @@ class ExecutionRecord:
     parent_id: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    trigger_id: str | None = None
+    event: dict[str, Any] | None = None
+    lineage: tuple[str, ...] = ()
 
     @property
     def terminated(self) -> bool:
@@ -440,3 +459,37 @@ class Event(_Frozen):
     body: Any = None
     lineage: tuple[str, ...] = ()
     time: datetime
+
+
+@dataclass(slots=True, eq=False)
+class TriggerRecord:
+    """A trigger as the engine keeps it: its spec, counters, and for cron the cursor (the last
+    scheduled time handled, fired or missed, in seconds since the epoch)."""
+
+    id: str
+    spec: EventTriggerSpec | CronTriggerSpec
+    created_at: float
+    fired: int = 0
+    suppressed: int = 0
+    last_suppressed_reason: str | None = None
+    last_suppressed_at: float | None = None
+    missed: int = 0
+    last_missed_at: float | None = None
+    cursor: float | None = None
+
+    def public(self) -> Trigger:
+        return Trigger(
+            id=self.id,
+            spec=self.spec,
+            created_at=_utc(self.created_at),
+            stats=TriggerStats(
+                fired=self.fired,
+                suppressed=self.suppressed,
+                last_suppressed_reason=self.last_suppressed_reason,
+                last_suppressed_at=_utc(self.last_suppressed_at)
+                if self.last_suppressed_at
+                else None,
+                missed=self.missed,
+                last_missed_at=_utc(self.last_missed_at) if self.last_missed_at else None,
+            ),
+        )

@@ -61,7 +61,7 @@ async def test_saves_before_a_commit_collapse_to_the_latest_state(
     store = store_factory()
     commits: list[Sequence[tuple[str, ExecutionStatus]]] = []
     async with anyio.create_task_group() as tg:
-        await store.start(tg, commits.append)
+        await store.start(tg, lambda written, refused: commits.append(written))
         rec = record()
         store.save(rec)
         rec.change(S.RUNNING)
@@ -140,3 +140,68 @@ async def test_save_after_close_is_refused(store_factory: Callable[[], Store]) -
         await store.aclose()
     with pytest.raises(EngineClosedError):
         store.save(record())
+
+
+async def test_once_keys_refuse_a_second_execution_in_one_commit_and_after_reopening(
+    store_factory: Callable[[], Store],
+) -> None:
+    store = store_factory()
+    refusals: list[set[str]] = []
+    async with anyio.create_task_group() as tg:
+        await store.start(tg, lambda written, refused: refusals.append(set(refused)))
+        first, twin, other = record(), record(), record()
+        store.create(first, ("trg-1", "item-1"))
+        store.create(twin, ("trg-1", "item-1"))  # same key, same commit
+        store.create(other, ("trg-1", "item-2"))
+        await store.flush()
+        assert refusals[-1] == {twin.id}
+        assert await store.get(twin.id) is None and await store.get(other.id) is not None
+        await store.aclose()
+    reopened = store_factory() if isinstance(store, SqliteStore) else store
+    async with anyio.create_task_group() as tg:
+        await reopened.start(tg, lambda written, refused: refusals.append(set(refused)))
+        late = record()
+        reopened.create(late, ("trg-1", "item-1"))  # fired before the restart
+        fresh = record()
+        reopened.create(fresh, ("trg-2", "item-1"))  # another trigger, same resource
+        await reopened.flush()
+        assert refusals[-1] == {late.id}
+        assert await reopened.get(fresh.id) is not None
+        await reopened.aclose()
+
+
+async def test_triggers_are_kept_updated_and_deleted(store_factory: Callable[[], Store]) -> None:
+    from triggerfish.models import CronTriggerSpec, EventTriggerSpec, TriggerRecord
+
+    store = store_factory()
+    event = TriggerRecord(
+        id="trg-a",
+        spec=EventTriggerSpec(name="a", function="f", resource="Item", actions=("Created",)),
+        created_at=1.0,
+    )
+    cron = TriggerRecord(
+        id="trg-b", spec=CronTriggerSpec(name="b", function="f", cron="* * * * *"), created_at=2.0
+    )
+    async with anyio.create_task_group() as tg:
+        await store.start(tg)
+        store.save_trigger(event)
+        store.save_trigger(cron)
+        await store.flush()
+        event.suppressed, event.last_suppressed_reason = 3, "loop"
+        cron.cursor, cron.missed = 123.5, 4
+        store.save_trigger(event)
+        store.save_trigger(cron)
+        await store.flush()
+        await store.aclose()
+    reopened = store_factory() if isinstance(store, SqliteStore) else store
+    async with anyio.create_task_group() as tg:
+        await reopened.start(tg)
+        loaded = await reopened.list_triggers()
+        assert [t.id for t in loaded] == ["trg-a", "trg-b"]
+        assert loaded[0].spec == event.spec and loaded[1].spec == cron.spec
+        assert (loaded[0].suppressed, loaded[0].last_suppressed_reason) == (3, "loop")
+        assert (loaded[1].cursor, loaded[1].missed) == (123.5, 4)
+        reopened.delete_trigger("trg-a")
+        await reopened.flush()
+        assert [t.id for t in await reopened.list_triggers()] == ["trg-b"]
+        await reopened.aclose()

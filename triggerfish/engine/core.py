@@ -15,16 +15,21 @@ seen is never run again after a crash.
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
+import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Collection, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ..errors import (
+    ConfigurationError,
     EngineClosedError,
     ExecutionNotFoundError,
     InvocationCancelledError,
@@ -35,16 +40,24 @@ from ..errors import (
     UnknownFunctionError,
 )
 from ..models import (
+    CronTriggerSpec,
     ErrorInfo,
+    EventTriggerSpec,
     ExecutionRecord,
     ExecutionStatus,
     FunctionSpec,
     ServiceSpec,
     ServiceState,
     ServiceStatus,
+    TriggerRecord,
+    TriggerSpec,
     new_execution_id,
 )
 from ..store.abc import Store
+from ..triggers.cron import CronSchedule, plan_misfires
+from ..triggers.definitions import validate_spec
+from .bus import EventBus
+from .clock import CronClock
 from .deadlines import DeadlineQueue
 from .log import debug_enabled, logger
 from .replica import protocol
@@ -111,6 +124,7 @@ class EngineCore(PoolCallbacks):
         *,
         kill_grace: float = 5.0,
         drain_timeout: float = 10.0,
+        max_lineage_depth: int = 10,
     ) -> None:
         self.store = store
         self.runtime = runtime or ProcessRuntime()
@@ -131,6 +145,16 @@ class EngineCore(PoolCallbacks):
         self._idle_placements = anyio.Event()
         self._task_group: TaskGroup | None = None
         self.running = False
+        # Triggers: every stored trigger, the bus for event ones, the clock for cron ones.
+        self.trigger_records: dict[str, TriggerRecord] = {}
+        self.bus = EventBus(
+            self._create_triggered, lambda t: self.store.save_trigger(t), max_lineage_depth
+        )
+        self.clock = CronClock(self._cron_fire)
+        self.cron_lateness: deque[float] = deque(maxlen=100_000)
+        self._born: dict[str, ExecutionRecord] = {}  # made by triggers, dispatched once committed
+        self._emit_waiting: set[str] = set()
+        self._refused: set[str] = set()
 
     # -- registration and life ------------------------------------------------------------
 
@@ -148,10 +172,20 @@ class EngineCore(PoolCallbacks):
         self._task_group = task_group
         await self.store.start(task_group, self._committed)
         await task_group.start(self._run_clock, name="engine-clock")
+        await task_group.start(self.clock.run, name="cron-clock")
         for service in self.services.values():
             await self._start_pool(service)
+        stored = await self.store.list_triggers()
+        for trigger in stored:  # before recovery, whose status changes are events too
+            self.trigger_records[trigger.id] = trigger
+            if isinstance(trigger.spec, EventTriggerSpec):
+                self.bus.watch(trigger)
         await self._recover()
         self.running = True
+        now = time.time()
+        for trigger in stored:
+            if isinstance(trigger.spec, CronTriggerSpec):
+                self._arm(trigger, now, recovering=True)
         logger.info("engine_started", services=sorted(self.services))
 
     async def _start_pool(self, service: Service) -> None:
@@ -232,25 +266,39 @@ class EngineCore(PoolCallbacks):
             ) from None
 
     async def submit(
-        self, function: str, inputs: Sequence[bytes], *, parent_id: str | None = None
+        self,
+        function: str,
+        inputs: Sequence[bytes],
+        *,
+        parent_id: str | None = None,
+        lineage: tuple[str, ...] = (),
     ) -> list[str]:
         """Store new executions of ``function``, one per pickled input; returns their ids once
         committed. They are queued at once, so they may already run by then."""
-        records = self._new_records(function, inputs, parent_id)
+        records = self._new_records(function, inputs, parent_id, lineage)
         await self.store.insert(records)
         return [record.id for record in records]
 
     async def submit_watched(
-        self, function: str, inputs: Sequence[bytes], *, parent_id: str | None = None
+        self,
+        function: str,
+        inputs: Sequence[bytes],
+        *,
+        parent_id: str | None = None,
+        lineage: tuple[str, ...] = (),
     ) -> list[tuple[str, Waiter]]:
         """``submit``, with a waiter for each execution registered before any can finish."""
-        records = self._new_records(function, inputs, parent_id)
+        records = self._new_records(function, inputs, parent_id, lineage)
         watched = [(record.id, self._watch(record.id)) for record in records]
         await self.store.insert(records)
         return watched
 
     def _new_records(
-        self, function: str, inputs: Sequence[bytes], parent_id: str | None
+        self,
+        function: str,
+        inputs: Sequence[bytes],
+        parent_id: str | None,
+        lineage: tuple[str, ...] = (),
     ) -> list[ExecutionRecord]:
         self._check_running()
         spec = self.spec_of(function)
@@ -266,6 +314,7 @@ class EngineCore(PoolCallbacks):
                 max_attempts=spec.max_attempts,
                 created_at=now,
                 parent_id=parent_id,
+                lineage=lineage,
             )
             record.status_log.append((now, PENDING, None, ""))
             self.live[record.id] = record
@@ -320,8 +369,7 @@ class EngineCore(PoolCallbacks):
         placed = self._placement.get(execution_id)
         if placed is not None:
             if record.status is not ExecutionStatus.CANCELLING:
-                record.change(ExecutionStatus.CANCELLING, "cancel requested", now)
-                self.store.save(record)
+                self._status(record, ExecutionStatus.CANCELLING, "cancel requested", now)
                 self._ask_to_stop(execution_id, placed[1], "cancel")
             return
         pool = self.pools.get(record.service)
@@ -348,8 +396,7 @@ class EngineCore(PoolCallbacks):
             record.error = None
             record.result = None
             record.finished_at = None
-            record.change(PENDING, "rerun", now)
-            self.store.save(record)
+            self._status(record, PENDING, "rerun", now)
             self.pools[spec.service].enqueue(record)
         return [r.id for r in records]
 
@@ -369,11 +416,181 @@ class EngineCore(PoolCallbacks):
             error=error,
         )
 
+    # -- events and triggers --------------------------------------------------------------
+
+    async def emit(
+        self,
+        resource: str,
+        action: str,
+        body: Any = None,
+        resource_id: str | None = None,
+        lineage: tuple[str, ...] = (),
+    ) -> list[str]:
+        """Publish an event; returns the ids of the executions it caused, once committed."""
+        self._check_running()
+        for name, value in (("resource", resource), ("action", action)):
+            if not isinstance(value, str) or not value:
+                raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
+        try:
+            json.dumps(body)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"the event body must be JSON: {exc}") from None
+        if resource_id is None and isinstance(body, dict) and body.get("id") is not None:
+            resource_id = str(body["id"])
+        created = [r.id for r in self.bus.publish(resource, action, body, resource_id, lineage)]
+        if not created:
+            return []
+        self._emit_waiting.update(created)
+        try:
+            await self.store.flush()
+            return [i for i in created if i not in self._refused]
+        finally:
+            self._emit_waiting.difference_update(created)
+            self._refused.difference_update(created)
+
+    def _create_triggered(
+        self,
+        trigger: TriggerRecord,
+        body: Any,
+        lineage: tuple[str, ...],
+        event: dict[str, Any],
+        once: tuple[str, str] | None,
+    ) -> ExecutionRecord | None:
+        spec = self.functions.get(trigger.spec.function)
+        now = time.time()
+        if spec is None:
+            trigger.suppressed += 1
+            trigger.last_suppressed_reason = f"function {trigger.spec.function!r} is not registered"
+            trigger.last_suppressed_at = now
+            self.store.save_trigger(trigger)
+            logger.error(
+                "trigger_function_missing", trigger_id=trigger.id, function=trigger.spec.function
+            )
+            return None
+        args = (body,) if isinstance(trigger.spec, EventTriggerSpec) else ()
+        record = ExecutionRecord(
+            id=new_execution_id(),
+            function=spec.name,
+            service=spec.service,
+            input=pickle.dumps((args, dict(trigger.spec.input)), protocol=pickle.HIGHEST_PROTOCOL),
+            max_attempts=spec.max_attempts,
+            created_at=now,
+            trigger_id=trigger.id,
+            event=event,
+            lineage=lineage,
+        )
+        record.status_log.append((now, PENDING, None, f"fired by trigger {trigger.spec.name!r}"))
+        self.live[record.id] = record
+        self._born[record.id] = record
+        self.store.create(record, once)
+        return record
+
+    def _cron_fire(self, trigger_id: str, when: datetime, lateness: float) -> None:
+        trigger = self.trigger_records.get(trigger_id)
+        if trigger is None or not self.running:
+            return
+        self.cron_lateness.append(lateness)
+        scheduled = when.isoformat()
+        event = {"resource": "Cron", "action": "tick", "scheduled": scheduled}
+        self._create_triggered(trigger, None, (trigger.id,), event, (trigger.id, scheduled))
+        trigger.cursor = when.timestamp()
+        self.store.save_trigger(trigger)
+
+    def _arm(self, trigger: TriggerRecord, now: float, *, recovering: bool = False) -> None:
+        """Make a trigger take effect (or stop, if inactive)."""
+        spec = trigger.spec
+        if isinstance(spec, EventTriggerSpec):
+            self.bus.watch(trigger)
+            return
+        if not spec.active:
+            self.clock.unschedule(trigger.id)
+            return
+        schedule = CronSchedule.parse(spec.cron, spec.timezone, spec.start_at, spec.end_at)
+        now_dt = datetime.fromtimestamp(now, UTC)
+        if recovering and trigger.cursor is not None and trigger.cursor < now:
+            cursor = datetime.fromtimestamp(trigger.cursor, UTC)
+            plan = plan_misfires(schedule, spec.misfire, spec.misfire_grace, cursor, now_dt)
+            for when in plan.run:
+                self._cron_fire(trigger.id, when, now - when.timestamp())
+            missed = len(plan.missed) + plan.missed_beyond
+            if missed:
+                trigger.missed += missed
+                trigger.last_missed_at = (plan.missed or plan.run)[-1].timestamp()
+                logger.warning(
+                    "cron_missed",
+                    trigger_id=trigger.id,
+                    trigger=spec.name,
+                    missed=missed,
+                    policy=spec.misfire,
+                    ran=len(plan.run),
+                )
+        trigger.cursor = now
+        self.store.save_trigger(trigger)
+        self.clock.schedule(trigger.id, schedule, now_dt)
+
+    def find_trigger(self, trigger: str) -> TriggerRecord:
+        """A trigger by id or by name."""
+        found = self.trigger_records.get(trigger)
+        if found is None:
+            found = next((t for t in self.trigger_records.values() if t.spec.name == trigger), None)
+        if found is None:
+            raise ConfigurationError(f"no trigger has the id or name {trigger!r}")
+        return found
+
+    async def put_trigger(self, spec: TriggerSpec, trigger_id: str | None = None) -> TriggerRecord:
+        """Create a trigger, or replace the spec of ``trigger_id``; stored before returning."""
+        self._check_running()
+        validate_spec(spec)
+        self.spec_of(spec.function)
+        clash = next((t for t in self.trigger_records.values() if t.spec.name == spec.name), None)
+        if clash is not None and clash.id != trigger_id:
+            raise ConfigurationError(f"a trigger named {spec.name!r} exists already ({clash.id})")
+        now = time.time()
+        if trigger_id is None:
+            trigger = TriggerRecord(id=f"trg-{secrets.token_hex(6)}", spec=spec, created_at=now)
+        else:
+            trigger = self.find_trigger(trigger_id)
+            if type(trigger.spec) is not type(spec):
+                raise ConfigurationError("an event trigger cannot become a cron trigger, or back")
+            trigger.spec = spec
+        self.trigger_records[trigger.id] = trigger
+        self._arm(trigger, now)
+        self.store.save_trigger(trigger)
+        await self.store.flush()
+        logger.info("trigger_saved", trigger_id=trigger.id, trigger=spec.name, active=spec.active)
+        return trigger
+
+    async def delete_trigger(self, trigger: str) -> None:
+        self._check_running()
+        found = self.find_trigger(trigger)
+        del self.trigger_records[found.id]
+        self.bus.forget(found.id)
+        self.clock.unschedule(found.id)
+        self.store.delete_trigger(found.id)
+        await self.store.flush()
+        logger.info("trigger_deleted", trigger_id=found.id, trigger=found.spec.name)
+
     # -- the status machine ---------------------------------------------------------------
 
-    def _committed(self, written: Sequence[tuple[str, ExecutionStatus]]) -> None:
-        """After each commit: forget finished executions and wake who waits for them."""
+    def _committed(
+        self, written: Sequence[tuple[str, ExecutionStatus]], refused: Collection[str]
+    ) -> None:
+        """After each commit: start what triggers made, forget finished executions, wake who
+        waits for them, and drop executions whose once key had fired before."""
+        for execution_id in refused:
+            self.live.pop(execution_id, None)
+            self._born.pop(execution_id, None)
+            if execution_id in self._emit_waiting:
+                self._refused.add(execution_id)
         for execution_id, status in written:
+            born = self._born.pop(execution_id, None)
+            if born is not None:
+                trigger = self.trigger_records.get(born.trigger_id or "")
+                if trigger is not None:
+                    trigger.fired += 1
+                    self.store.save_trigger(trigger)
+                if born.status is PENDING and execution_id not in self._backoff:
+                    self._requeue(born)
             if status in UNFINISHED:
                 continue
             record = self.live.get(execution_id)
@@ -385,12 +602,46 @@ class EngineCore(PoolCallbacks):
                 waiter.record = record
                 waiter.event.set()
 
+    def _status(
+        self, record: ExecutionRecord, status: ExecutionStatus, message: str, now: float
+    ) -> None:
+        """Every status change goes through here: logged, saved, and published on the bus
+        (resource Execution, action statusChanged) when a trigger listens to that."""
+        record.change(status, message, now)
+        self.store.save(record)
+        if self.bus.listens_to("Execution", "statusChanged"):
+            self.bus.publish(
+                "Execution", "statusChanged", self._summary(record), record.id, record.lineage
+            )
+
+    @staticmethod
+    def _summary(record: ExecutionRecord) -> dict[str, Any]:
+        """An execution as the body of its statusChanged event."""
+        body: dict[str, Any] = {
+            "id": record.id,
+            "function": record.function,
+            "service": record.service,
+            "status": record.status.value,
+            "attempts": record.attempts,
+            "parent_id": record.parent_id,
+            "trigger_id": record.trigger_id,
+            "error": None,
+            "result": None,
+        }
+        if record.error is not None:
+            body["error"] = {"type": record.error[0], "message": record.error[1]}
+        if record.status is ExecutionStatus.SUCCEEDED and record.result is not None:
+            try:
+                body["result"] = pickle.loads(record.result)
+            except Exception:  # a class only the replica knows: the event carries no result
+                body["result"] = None
+        return body
+
     def _finish(
         self, record: ExecutionRecord, status: ExecutionStatus, message: str, now: float
     ) -> None:
         record.finished_at = now
-        record.change(status, message, now)
-        self.store.save(record)
+        self._status(record, status, message, now)
         if debug_enabled():
             logger.debug("execution_finished", execution_id=record.id, status=status.value)
 
@@ -414,10 +665,8 @@ class EngineCore(PoolCallbacks):
         if record.attempts < record.max_attempts:
             delay = spec.backoff_for(record.attempts) if spec else 0.0
             summary = f"{error[0]}: {error[1]}"[:300]
-            record.change(
-                PENDING, f"attempt {record.attempts} failed ({summary}); retry in {delay:g}s", now
-            )
-            self.store.save(record)
+            message = f"attempt {record.attempts} failed ({summary}); retry in {delay:g}s"
+            self._status(record, PENDING, message, now)
             if delay > 0:
                 self._backoff.arm(record.id, delay, time.monotonic())
             else:
@@ -441,8 +690,7 @@ class EngineCore(PoolCallbacks):
         if record.started_at is None:
             record.started_at = now
         record.progress = None  # progress belongs to an attempt
-        record.change(RUNNING, "", now)
-        self.store.save(record)
+        self._status(record, RUNNING, "", now)
         pool = self.pools[record.service]
         self._placement[record.id] = (pool, slots)
         self._timeouts.arm(record.id, self.functions[record.function].timeout, time.monotonic())
@@ -522,8 +770,7 @@ class EngineCore(PoolCallbacks):
                 self._timed_out(record, now)
             elif killed_by_us:
                 record.attempts -= 1  # an innocent bystander: this attempt does not count
-                record.change(PENDING, f"requeued: replica {replica_id} was replaced", now)
-                self.store.save(record)
+                self._status(record, PENDING, f"requeued: replica {replica_id} was replaced", now)
                 pool.enqueue_front(record)
             else:
                 error = ("ReplicaDiedError", f"replica {replica_id} running it died: {reason}", "")
@@ -583,15 +830,22 @@ class EngineCore(PoolCallbacks):
 
     async def _serve_call(self, slots: Slots, message: tuple[Any, ...]) -> None:
         _, parent_id, request_id, op, payload = message
+        parent = self.live.get(parent_id)
+        lineage = parent.lineage if parent is not None else ()
         reply: Any
         try:
             if op == "start":
                 function, blob = payload
-                (reply,) = await self.submit(function, [blob], parent_id=parent_id)
+                (reply,) = await self.submit(function, [blob], parent_id=parent_id, lineage=lineage)
             elif op == "call_remote":
                 function, blob = payload
-                ((_, waiter),) = await self.submit_watched(function, [blob], parent_id=parent_id)
+                ((_, waiter),) = await self.submit_watched(
+                    function, [blob], parent_id=parent_id, lineage=lineage
+                )
                 reply = raise_for_outcome(await self.wait_for(waiter))
+            elif op == "emit":
+                resource, action, body, resource_id = payload
+                reply = await self.emit(resource, action, body, resource_id, lineage)
             elif op == "await_result":
                 child, timeout = payload
                 reply = raise_for_outcome(await self.wait(child, timeout))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from types import TracebackType
@@ -132,3 +133,34 @@ class BlockingEngine:
 
     def service_status(self, name: str) -> ServiceStatus:
         return self._engine.service_status(name)
+
+    def emit(
+        self, resource: str, action: str, body: Any = None, resource_id: str | None = None
+    ) -> list[str]:
+        ids: list[str] = self.portal.call(
+            functools.partial(self._engine.emit, resource, action, body, resource_id)
+        )
+        return ids
+
+    @property
+    def triggers(self) -> Any:
+        """``engine.triggers`` with its coroutine methods made blocking."""
+        return _Blocking(self.portal, self._engine.triggers)
+
+
+class _Blocking:
+    """Any object's coroutine methods, called through the portal."""
+
+    def __init__(self, portal: BlockingPortal, target: Any) -> None:
+        self._portal = portal
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._target, name)
+        if not inspect.iscoroutinefunction(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._portal.call(functools.partial(attribute, *args, **kwargs))
+
+        return call

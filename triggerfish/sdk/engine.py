@@ -15,10 +15,11 @@ import cloudpickle
 from ..engine.core import EngineCore, Service
 from ..engine.runtimes.abc import Runtime
 from ..errors import ConfigurationError, EngineClosedError, UnknownFunctionError
-from ..models import Execution, FunctionSpec, ServiceSpec, ServiceStatus
+from ..models import Execution, FunctionSpec, ServiceSpec, ServiceStatus, TriggerSpec
 from ..store.abc import Store
 from ..store.sqlite import SqliteStore
 from .handle import FunctionHandle, to_execution
+from .triggers import Triggers, to_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
@@ -65,7 +66,8 @@ class Engine:
     ``@engine.service(...)``, then run it with ``async with engine:`` (or ``with engine as e:``
     for the blocking form). Leaving the block lets running executions finish within
     ``drain_timeout`` seconds, puts the rest back to PENDING for the next start, and stops
-    every replica.
+    every replica. ``max_lineage_depth`` caps how long a chain of triggered executions may
+    grow (loop protection); ``engine.triggers`` manages triggers while it runs.
     """
 
     def __init__(
@@ -75,11 +77,18 @@ class Engine:
         runtime: Runtime | None = None,
         kill_grace: float = 5.0,
         drain_timeout: float = 10.0,
+        max_lineage_depth: int = 10,
     ) -> None:
         self._core = EngineCore(
-            _store_from(store), runtime, kill_grace=kill_grace, drain_timeout=drain_timeout
+            _store_from(store),
+            runtime,
+            kill_grace=kill_grace,
+            drain_timeout=drain_timeout,
+            max_lineage_depth=max_lineage_depth,
         )
         self._names: dict[Any, str] = {}
+        self._initial_triggers: list[TriggerSpec] = []
+        self.triggers = Triggers(self._core)
         self._stack: AsyncExitStack | None = None
         self._blocking: Any = None
 
@@ -174,6 +183,18 @@ class Engine:
             raise ConfigurationError(f"a service named {service.name!r} is already registered")
         self._core.register(Service(service, functions, blob))
 
+    def add_trigger(self, definition: TriggerSpec | dict[str, Any] | str) -> None:
+        """A trigger to apply when the engine starts (created, or updated by name). It is
+        checked now, so a bad definition fails here and not at start."""
+        self._initial_triggers.append(to_spec(definition))
+
+    async def emit(
+        self, resource: str, action: str, body: Any = None, resource_id: str | None = None
+    ) -> list[str]:
+        """Publish an event (``"Item", "Created", {...}``). Returns once the executions it
+        caused are stored, with their ids. ``resource_id`` defaults to ``body["id"]``."""
+        return await self._core.emit(resource, action, body, resource_id)
+
     # -- handles --------------------------------------------------------------------------
 
     def handle(self, function: Callable[..., Any] | str) -> FunctionHandle:
@@ -209,6 +230,8 @@ class Engine:
         stack.push_async_callback(self._core.stop)
         try:
             await self._core.start(task_group)
+            for spec in self._initial_triggers:
+                await self.triggers.apply(spec)
         except BaseException:
             await stack.aclose()
             raise

@@ -4,26 +4,43 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ..errors import EngineClosedError
-from ..models import ExecutionRecord
+from ..models import ExecutionRecord, TriggerRecord
 from .abc import CommitListener, Store
+
+
+@dataclass(slots=True)
+class Batch:
+    """One commit's worth of writes, snapshotted on the event loop."""
+
+    executions: list[tuple[str, Any]] = field(default_factory=list)  # (id, snapshot)
+    once: dict[str, tuple[str, str]] = field(default_factory=dict)  # execution id -> key
+    triggers: list[Any] = field(default_factory=list)
+    deleted_triggers: list[str] = field(default_factory=list)
+
+    @property
+    def simple(self) -> bool:
+        return not (self.once or self.triggers or self.deleted_triggers)
 
 
 class GroupCommitStore(Store):
     """A Store whose writes gather while the previous commit runs, then are written together.
 
-    Subclasses say how a record is snapshotted (``_snapshot``, called on the event loop, so the
-    snapshot is consistent) and how a batch is written (``_write``); batching, ordering and
-    waiting live here once. No timer: the batch is whatever queued during the last commit.
+    Subclasses say how records are snapshotted (called on the event loop, so a snapshot is
+    consistent) and how a batch is written; batching, ordering and waiting live here once.
+    No timer: the batch is whatever queued during the last commit.
     """
 
     def __init__(self) -> None:
         self._pending: dict[str, ExecutionRecord] = {}
+        self._once: dict[str, tuple[str, str]] = {}
+        self._triggers: dict[str, TriggerRecord | None] = {}  # None: delete
         self._wake = anyio.Event()
         self._pending_committed = anyio.Event()
         self._inflight_committed: anyio.Event | None = None
@@ -41,7 +58,11 @@ class GroupCommitStore(Store):
     def _snapshot(self, record: ExecutionRecord) -> Any: ...
 
     @abstractmethod
-    async def _write(self, snapshots: list[Any]) -> None: ...
+    def _snapshot_trigger(self, trigger: TriggerRecord) -> Any: ...
+
+    @abstractmethod
+    async def _write(self, batch: Batch) -> set[str]:
+        """Write the batch atomically; return the ids of executions refused by a once key."""
 
     async def start(self, task_group: TaskGroup, listener: CommitListener | None = None) -> None:
         self._listener = listener
@@ -65,14 +86,35 @@ class GroupCommitStore(Store):
             self.save(record)
         await self.flush()
 
-    def save(self, record: ExecutionRecord) -> None:
+    def _check_open(self) -> None:
         if self._stopped is None or self._stopped.is_set():
             raise EngineClosedError("the store is not open")
+
+    def save(self, record: ExecutionRecord) -> None:
+        self._check_open()
         self._pending[record.id] = record
         self._wake.set()
 
+    def create(self, record: ExecutionRecord, once: tuple[str, str] | None = None) -> None:
+        self.save(record)
+        if once is not None:
+            self._once[record.id] = once
+
+    def save_trigger(self, trigger: TriggerRecord) -> None:
+        self._check_open()
+        self._triggers[trigger.id] = trigger
+        self._wake.set()
+
+    def delete_trigger(self, trigger_id: str) -> None:
+        self._check_open()
+        self._triggers[trigger_id] = None
+        self._wake.set()
+
+    def _has_pending(self) -> bool:
+        return bool(self._pending or self._triggers)
+
     async def flush(self) -> None:
-        if self._pending:
+        if self._has_pending():
             await self._pending_committed.wait()
         elif self._inflight_committed is not None:
             await self._inflight_committed.wait()
@@ -81,24 +123,32 @@ class GroupCommitStore(Store):
         assert self._stopped is not None
         task_status.started()
         try:
-            while self._pending or not self._closing:
+            while self._has_pending() or not self._closing:
                 await self._wake.wait()
                 self._wake = anyio.Event()
-                if self._pending:
+                if self._has_pending():
                     await self._commit_pending()
         finally:
             self._stopped.set()
 
     async def _commit_pending(self) -> None:
-        batch, self._pending = self._pending, {}
+        pending, self._pending = self._pending, {}
+        once, self._once = self._once, {}
+        triggers, self._triggers = self._triggers, {}
         done, self._pending_committed = self._pending_committed, anyio.Event()
         self._inflight_committed = done
-        snapshots = [self._snapshot(record) for record in batch.values()]
-        written = [(record.id, record.status) for record in batch.values()]
+        batch = Batch(
+            executions=[(r.id, self._snapshot(r)) for r in pending.values()],
+            once=once,
+            triggers=[self._snapshot_trigger(t) for t in triggers.values() if t is not None],
+            deleted_triggers=[i for i, t in triggers.items() if t is None],
+        )
+        statuses = [(r.id, r.status) for r in pending.values()]
         # A commit that has begun finishes even when the engine is being cancelled.
         with anyio.CancelScope(shield=True):
-            await self._write(snapshots)
+            refused = await self._write(batch)
         self._inflight_committed = None
         done.set()
         if self._listener is not None:
-            self._listener(written)
+            written = [s for s in statuses if s[0] not in refused] if refused else statuses
+            self._listener(written, refused)

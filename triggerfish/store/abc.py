@@ -13,12 +13,13 @@ from collections.abc import Callable, Collection, Sequence
 
 from anyio.abc import TaskGroup
 
-from ..models import ExecutionRecord, ExecutionStatus
+from ..models import ExecutionRecord, ExecutionStatus, TriggerRecord
 
 __all__ = ["CommitListener", "Store"]
 
-#: Told, after each commit, the (id, status) of every execution that commit wrote.
-CommitListener = Callable[[Sequence[tuple[str, ExecutionStatus]]], None]
+#: Told, after each commit, the (id, status) of every execution that commit wrote, and the ids
+#: of the new executions it refused because their once key had fired before.
+CommitListener = Callable[[Sequence[tuple[str, ExecutionStatus]], Collection[str]], None]
 
 
 class Store(ABC):
@@ -32,6 +33,10 @@ class Store(ABC):
     * ``save`` never blocks: it queues the record's current state for the next group commit.
       The state written is the record as it is when the commit is prepared, so the latest
       change always wins and a record is written at most once per commit.
+    * ``create`` with a once key writes the key's fire record and the execution in one
+      transaction, and refuses the execution (tells the listener) if the key fired before,
+      also within the same commit and across restarts.
+    * Trigger records are saved and deleted through the same writer, in the same commits.
     * The commit listener is called after each commit, in commit order, with what was written.
     * Reads return copies: changing a returned record never changes the store.
     """
@@ -51,6 +56,22 @@ class Store(ABC):
     @abstractmethod
     def save(self, record: ExecutionRecord) -> None:
         """Queue the record's state for the next group commit (does not wait)."""
+
+    @abstractmethod
+    def create(self, record: ExecutionRecord, once: tuple[str, str] | None = None) -> None:
+        """Queue a new execution; with ``once`` (trigger id, key) only if that key never fired."""
+
+    @abstractmethod
+    def save_trigger(self, trigger: TriggerRecord) -> None:
+        """Queue the trigger's current state for the next group commit."""
+
+    @abstractmethod
+    def delete_trigger(self, trigger_id: str) -> None:
+        """Queue the trigger's deletion (its fire records stay, as history)."""
+
+    @abstractmethod
+    async def list_triggers(self) -> list[TriggerRecord]:
+        """Every stored trigger, oldest first."""
 
     @abstractmethod
     async def flush(self) -> None:

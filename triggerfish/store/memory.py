@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Collection
 
-from ..models import ExecutionRecord, ExecutionStatus
-from ._writer import GroupCommitStore
+from ..models import ExecutionRecord, ExecutionStatus, TriggerRecord
+from ._writer import Batch, GroupCommitStore
 
 __all__ = ["MemoryStore"]
 
@@ -24,6 +24,8 @@ class MemoryStore(GroupCommitStore):
     def __init__(self) -> None:
         super().__init__()
         self._rows: dict[str, ExecutionRecord] = {}
+        self._fires: dict[tuple[str, str], str] = {}
+        self._trigger_rows: dict[str, TriggerRecord] = {}
 
     async def _open(self) -> None:
         pass
@@ -34,9 +36,28 @@ class MemoryStore(GroupCommitStore):
     def _snapshot(self, record: ExecutionRecord) -> ExecutionRecord:
         return _copy(record)
 
-    async def _write(self, snapshots: list[ExecutionRecord]) -> None:
-        for record in snapshots:
-            self._rows[record.id] = record
+    def _snapshot_trigger(self, trigger: TriggerRecord) -> TriggerRecord:
+        return copy.copy(trigger)
+
+    async def _write(self, batch: Batch) -> set[str]:
+        refused = set()
+        for execution_id, key in batch.once.items():
+            if key in self._fires:
+                refused.add(execution_id)
+            else:
+                self._fires[key] = execution_id
+        for execution_id, record in batch.executions:
+            if execution_id not in refused:
+                self._rows[execution_id] = record
+        for trigger in batch.triggers:
+            self._trigger_rows[trigger.id] = trigger
+        for trigger_id in batch.deleted_triggers:
+            self._trigger_rows.pop(trigger_id, None)
+        return refused
+
+    async def list_triggers(self) -> list[TriggerRecord]:
+        rows = sorted(self._trigger_rows.values(), key=lambda t: (t.created_at, t.id))
+        return [copy.copy(t) for t in rows]
 
     def _select(
         self, function: str | None, statuses: Collection[ExecutionStatus] | None

@@ -27,3 +27,26 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX executions_by_status ON executions (status, function);
     """,
 )
+
+MIGRATIONS += (
+    """
+    ALTER TABLE executions ADD COLUMN trigger_id TEXT;
+    ALTER TABLE executions ADD COLUMN event TEXT;
+    ALTER TABLE executions ADD COLUMN lineage TEXT;
+    CREATE TABLE fires (
+        trigger_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        execution_id TEXT NOT NULL,
+        fired_at REAL NOT NULL,
+        PRIMARY KEY (trigger_id, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE triggers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        stats TEXT NOT NULL,
+        cursor REAL
+    ) WITHOUT ROWID;
+    """,
+)

@@ -8,23 +8,33 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import aiosqlite
+from pydantic import Field, TypeAdapter
 
 from ..errors import EngineClosedError
-from ..models import ExecutionRecord, ExecutionStatus
-from ._writer import GroupCommitStore
+from ..models import (
+    CronTriggerSpec,
+    EventTriggerSpec,
+    ExecutionRecord,
+    ExecutionStatus,
+    TriggerRecord,
+)
+from ._writer import Batch, GroupCommitStore
 from .migrations import MIGRATIONS
 
 __all__ = ["SqliteStore"]
 
 _COLUMNS = (
     "id, function, service, status, input, max_attempts, attempts, failed_attempts, result, "
-    "error, progress, status_log, logs, parent_id, created_at, started_at, finished_at"
+    "error, progress, status_log, logs, parent_id, created_at, started_at, finished_at, "
+    "trigger_id, event, lineage"
 )
+_NCOLS = 20
 _UPDATE = (
     "ON CONFLICT (id) DO UPDATE SET status=excluded.status, max_attempts=excluded.max_attempts, "
     "attempts=excluded.attempts, failed_attempts=excluded.failed_attempts, "
@@ -32,10 +42,19 @@ _UPDATE = (
     "status_log=excluded.status_log, logs=excluded.logs, started_at=excluded.started_at, "
     "finished_at=excluded.finished_at"
 )
-_ROW_PARAMS = "(" + ", ".join("?" * 17) + ")"
+_ROW_PARAMS = "(" + ", ".join("?" * _NCOLS) + ")"
 # One statement is one implicit transaction and one trip to aiosqlite's thread: about a third
 # of BEGIN + executemany + COMMIT. sqlite allows 32766 parameters in a statement.
-_ROWS_PER_STATEMENT = 32766 // 17
+_ROWS_PER_STATEMENT = 32766 // _NCOLS
+_FIRES_PER_STATEMENT = 32766 // 4
+_TRIGGER_UPSERT = (
+    "INSERT INTO triggers (id, name, spec, created_at, stats, cursor) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET name=excluded.name, spec=excluded.spec, "
+    "stats=excluded.stats, cursor=excluded.cursor"
+)
+_SPEC: TypeAdapter[EventTriggerSpec | CronTriggerSpec] = TypeAdapter(
+    Annotated[EventTriggerSpec | CronTriggerSpec, Field(discriminator="type")]
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -66,6 +85,9 @@ def _row(record: ExecutionRecord) -> tuple[Any, ...]:
         record.created_at,
         record.started_at,
         record.finished_at,
+        record.trigger_id,
+        None if record.event is None else _dumps(record.event),
+        _dumps(record.lineage) if record.lineage else None,
     )
 
 
@@ -89,6 +111,28 @@ def _record(row: Any) -> ExecutionRecord:
         created_at=row[14],
         started_at=row[15],
         finished_at=row[16],
+        trigger_id=row[17],
+        event=json.loads(row[18]) if row[18] is not None else None,
+        lineage=tuple(json.loads(row[19])) if row[19] is not None else (),
+    )
+
+
+def _trigger_row(trigger: TriggerRecord) -> tuple[Any, ...]:
+    stats = {
+        "fired": trigger.fired,
+        "suppressed": trigger.suppressed,
+        "last_suppressed_reason": trigger.last_suppressed_reason,
+        "last_suppressed_at": trigger.last_suppressed_at,
+        "missed": trigger.missed,
+        "last_missed_at": trigger.last_missed_at,
+    }
+    return (
+        trigger.id,
+        trigger.spec.name,
+        trigger.spec.model_dump_json(),
+        trigger.created_at,
+        _dumps(stats),
+        trigger.cursor,
     )
 
 
@@ -140,13 +184,73 @@ class SqliteStore(GroupCommitStore):
     def _snapshot(self, record: ExecutionRecord) -> tuple[Any, ...]:
         return _row(record)
 
-    async def _write(self, snapshots: list[Any]) -> None:
-        # Each statement commits on its own; a row holds a whole execution, so a crash between
-        # two statements leaves every row whole (the waiters are told only after the last one).
+    def _snapshot_trigger(self, trigger: TriggerRecord) -> tuple[Any, ...]:
+        return _trigger_row(trigger)
+
+    async def _write(self, batch: Batch) -> set[str]:
         db = self._conn
-        for start in range(0, len(snapshots), _ROWS_PER_STATEMENT):
-            chunk = snapshots[start : start + _ROWS_PER_STATEMENT]
-            await db.execute(_upsert(len(chunk)), [value for row in chunk for value in row])
+        if batch.simple:
+            # Each statement commits on its own; a row holds a whole execution, so a crash
+            # between two statements leaves every row whole (waiters hear after the last one).
+            await self._upsert_executions([row for _, row in batch.executions])
+            return set()
+        # Fire records, the executions they allow, and trigger rows: one transaction.
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            refused = await self._insert_fires(batch.once)
+            rows = [row for eid, row in batch.executions if eid not in refused]
+            await self._upsert_executions(rows)
+            if batch.triggers:
+                await db.executemany(_TRIGGER_UPSERT, batch.triggers)
+            for trigger_id in batch.deleted_triggers:
+                await db.execute("DELETE FROM triggers WHERE id = ?", (trigger_id,))
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        await db.execute("COMMIT")
+        return refused
+
+    async def _upsert_executions(self, rows: list[Any]) -> None:
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[start : start + _ROWS_PER_STATEMENT]
+            await self._conn.execute(_upsert(len(chunk)), [v for row in chunk for v in row])
+
+    async def _insert_fires(self, once: dict[str, tuple[str, str]]) -> set[str]:
+        """Insert fire records; the executions whose key was already there are refused."""
+        if not once:
+            return set()
+        now = time.time()
+        items = list(once.items())
+        accepted: set[str] = set()
+        for start in range(0, len(items), _FIRES_PER_STATEMENT):
+            chunk = items[start : start + _FIRES_PER_STATEMENT]
+            values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+            params = [v for eid, (tid, key) in chunk for v in (tid, key, eid, now)]
+            cursor = await self._conn.execute(
+                f"INSERT INTO fires (trigger_id, key, execution_id, fired_at) VALUES {values} "
+                "ON CONFLICT DO NOTHING RETURNING execution_id",
+                params,
+            )
+            accepted.update(row[0] for row in await cursor.fetchall())
+        return {eid for eid in once if eid not in accepted}
+
+    async def list_triggers(self) -> list[TriggerRecord]:
+        cursor = await self._conn.execute(
+            "SELECT id, spec, created_at, stats, cursor FROM triggers ORDER BY created_at, id"
+        )
+        triggers = []
+        for trigger_id, spec, created_at, stats, position in await cursor.fetchall():
+            numbers = json.loads(stats)
+            triggers.append(
+                TriggerRecord(
+                    id=trigger_id,
+                    spec=_SPEC.validate_json(spec),
+                    created_at=created_at,
+                    cursor=position,
+                    **numbers,
+                )
+            )
+        return triggers
 
     async def get(self, execution_id: str) -> ExecutionRecord | None:
         cursor = await self._conn.execute(

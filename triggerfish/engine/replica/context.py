@@ -38,8 +38,8 @@ class ExecutionContext:
 
     ``execution_id`` and ``attempt`` name this run (None and 0 outside an execution).
     ``start``/``call_remote``/``await_result`` invoke other functions by name from a sync
-    function; async functions use the ``a``-prefixed coroutines. Nested executions are recorded
-    with this one as their parent.
+    function, and ``emit`` publishes an event; async functions use the ``a``-prefixed
+    coroutines. Nested executions are recorded with this one as their parent.
     """
 
     def __init__(
@@ -87,6 +87,18 @@ class ExecutionContext:
         """Start ``function`` and wait for its result."""
         blob = self._blocking("call_remote", (function, cloudpickle.dumps((args, kwargs))))
         return pickle.loads(blob)
+
+    def emit(
+        self, resource: str, action: str, body: Any = None, resource_id: str | None = None
+    ) -> list[str]:
+        """Publish an event from inside the function (it carries this execution's lineage, so
+        loop protection sees it); returns the ids of the executions it caused."""
+        return list(self._blocking("emit", (resource, action, body, resource_id)))
+
+    async def aemit(
+        self, resource: str, action: str, body: Any = None, resource_id: str | None = None
+    ) -> list[str]:
+        return list(await self._async("emit", (resource, action, body, resource_id)))
 
     async def astart(self, function: str, /, *args: Any, **kwargs: Any) -> str:
         return str(await self._async("start", (function, cloudpickle.dumps((args, kwargs)))))
