@@ -185,3 +185,26 @@ def segfault() -> None:
     import ctypes
 
     ctypes.string_at(0)
+
+
+def item_id(item: dict[str, object]) -> object:
+    return item["id"]
+
+
+def copy_item(item: dict[str, str]) -> list[str]:
+    """Dataloop's first loop: a function that creates an item, triggered by item Created."""
+    return current_context().emit("Item", "Created", {"id": item["id"] + "-copy", "dir": "/in"})
+
+
+def touch_item(item: dict[str, object]) -> list[str]:
+    """Dataloop's second loop: a function that updates the item it was triggered by."""
+    updated = {**item, "version": int(item.get("version", 0)) + 1}  # type: ignore[call-overload]
+    return current_context().emit("Item", "Updated", updated)
+
+
+def add_one(summary: dict[str, object]) -> int:
+    return int(summary["result"]) + 1  # type: ignore[call-overload]
+
+
+def tick(**kwargs: object) -> dict[str, object]:
+    return {"kwargs": kwargs, "event": None}

@@ -1,0 +1,323 @@
+"""Event triggers, loop protection, pipelines and cron, on real replicas and sqlite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import pytest
+
+import triggerfish
+from triggerfish import ConfigurationError, ExecutionStatus, Store
+
+from . import fns
+
+pytestmark = pytest.mark.anyio
+S = ExecutionStatus
+MakeEngine = Callable[..., triggerfish.Engine]
+ON_CREATED = {
+    "name": "on-created",
+    "function": "item_id",
+    "resource": "Item",
+    "actions": ["Created"],
+}
+
+
+async def test_event_trigger_runs_the_function_on_the_resource(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.item_id)
+    engine.add_trigger({**ON_CREATED, "filter": {"metadata.system.mimetype": "image/*"}})
+    async with engine:
+        ids = await engine.emit(
+            "Item", "Created", {"id": "img-1", "metadata": {"system": {"mimetype": "image/png"}}}
+        )
+        assert len(ids) == 1
+        assert await engine.handle(fns.item_id).await_result(ids[0]) == "img-1"
+        assert (
+            await engine.emit(
+                "Item",
+                "Created",
+                {"id": "vid-1", "metadata": {"system": {"mimetype": "video/mp4"}}},
+            )
+            == []
+        )
+        assert (
+            await engine.emit(
+                "Item",
+                "Updated",
+                {"id": "img-2", "metadata": {"system": {"mimetype": "image/png"}}},
+            )
+            == []
+        )
+        execution = await engine.get(ids[0])
+        trigger = engine.triggers.get("on-created")
+    assert execution.trigger_id == trigger.id and execution.lineage == (trigger.id,)
+    assert execution.event is not None and execution.event["resource_id"] == "img-1"
+    assert execution.status_log[0].message == "fired by trigger 'on-created'"
+    assert trigger.stats.fired == 1
+
+
+async def test_once_mode_under_100_concurrent_events_runs_once_even_after_restart(
+    store_factory: Callable[[], Store],
+) -> None:
+    engine = triggerfish.Engine(store_factory())
+    engine.function(fns.item_id)
+    engine.add_trigger(ON_CREATED)
+    created: list[list[str]] = []
+
+    async def emit() -> None:
+        created.append(await engine.emit("Item", "Created", {"id": "item-1"}))
+
+    async with engine:
+        async with anyio.create_task_group() as tg:
+            for _ in range(100):
+                tg.start_soon(emit)
+        await engine.handle(fns.item_id).wait_for_completion(timeout=20)
+        total = (await engine.handle(fns.item_id).statistics())[S.SUCCEEDED]
+    assert sum(len(ids) for ids in created) == 1 and total == 1
+    if isinstance(engine._core.store, triggerfish.SqliteStore):
+        restarted = triggerfish.Engine(store_factory())
+        restarted.function(fns.item_id)
+        restarted.add_trigger(ON_CREATED)  # applied again: same trigger, nothing changes
+        async with restarted:
+            assert await restarted.emit("Item", "Created", {"id": "item-1"}) == []
+            assert len(await restarted.emit("Item", "Created", {"id": "item-2"})) == 1
+            assert len(restarted.triggers.list()) == 1
+
+
+async def test_always_mode_fires_on_every_matching_event(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.item_id)
+    engine.add_trigger({**ON_CREATED, "actions": ["Updated"], "executionMode": "Always"})
+    async with engine:
+        for _ in range(3):
+            assert len(await engine.emit("Item", "Updated", {"id": "item-1"})) == 1
+
+
+async def test_modes_not_allowed_for_an_action_are_refused(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.item_id)
+    with pytest.raises(
+        ConfigurationError, match=r"executionMode: Always is not allowed for Item Created"
+    ):
+        engine.add_trigger({**ON_CREATED, "executionMode": "Always"})
+    async with engine:
+        with pytest.raises(ConfigurationError, match="not allowed for Task Updated"):
+            await engine.triggers.create(
+                {
+                    **ON_CREATED,
+                    "resource": "Task",
+                    "actions": ["Updated"],
+                    "executionMode": "Always",
+                }
+            )
+        with pytest.raises(ConfigurationError, match="no function named 'nope'"):
+            await engine.triggers.create({**ON_CREATED, "function": "nope"})
+        with pytest.raises(ConfigurationError, match=r"filter\.size\.\$gtt: unknown operator"):
+            await engine.triggers.create({**ON_CREATED, "filter": {"size": {"$gtt": 3}}})
+        with pytest.raises(ConfigurationError, match="malformed JSON"):
+            await engine.triggers.load('{"name": "x", ')
+        with pytest.raises(ConfigurationError, match=r"service\.triggers\[0\]\.actions"):
+            await engine.triggers.load(
+                {
+                    "name": "svc",
+                    "triggers": [{"name": "t", "function": "item_id", "resource": "Item"}],
+                }
+            )
+        with pytest.raises(ConfigurationError, match="the event body must be JSON"):
+            await engine.emit("Item", "Created", {"id": object()})
+        assert engine.triggers.list() == []
+
+
+async def test_dataloop_loop_creating_items_on_item_created_stops(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.copy_item)
+    engine.add_trigger(
+        {"name": "copier", "function": "copy_item", "resource": "Item", "actions": ["Created"]}
+    )
+    async with engine:
+        (first,) = await engine.emit("Item", "Created", {"id": "a"})
+        assert (
+            await engine.handle(fns.copy_item).await_result(first) == []
+        )  # its copy fired nothing
+        stats = engine.triggers.get("copier").stats
+        total = sum((await engine.handle(fns.copy_item).statistics()).values())
+    assert total == 1
+    assert stats.fired == 1 and stats.suppressed == 1
+    assert (
+        stats.last_suppressed_reason is not None
+        and "own executions" in stats.last_suppressed_reason
+    )
+
+
+async def test_dataloop_loop_updating_items_on_item_updated_always_stops(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine()
+    engine.function(fns.touch_item)
+    engine.add_trigger(
+        {
+            "name": "toucher",
+            "function": "touch_item",
+            "resource": "Item",
+            "actions": ["Updated"],
+            "executionMode": "Always",
+            "loopLimit": 2,
+        }
+    )
+    async with engine:
+        await engine.emit("Item", "Updated", {"id": "a", "version": 0})
+        await engine.handle(fns.touch_item).wait_for_completion(timeout=20)
+        with anyio.fail_after(5):
+            while engine.triggers.get("toucher").stats.suppressed < 1:
+                await anyio.sleep(0.02)
+        total = sum((await engine.handle(fns.touch_item).statistics()).values())
+        stats = engine.triggers.get("toucher").stats
+    assert total == 3  # the first, then two generations allowed by loopLimit 2
+    assert stats.fired == 3 and stats.suppressed == 1
+
+
+async def test_pipeline_from_execution_status_changes(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.add)
+    engine.function(fns.add_one)
+    engine.add_trigger(
+        {
+            "name": "then",
+            "function": "add_one",
+            "resource": "Execution",
+            "actions": ["statusChanged"],
+            "filter": {"function": "add", "status": "SUCCEEDED"},
+        }
+    )
+    async with engine:
+        first = await engine.handle(fns.add).start(2, 3)
+        await engine.handle(fns.add).await_result(first)
+        await engine.handle(fns.add_one).wait_for_completion(timeout=10)
+        with anyio.fail_after(5):
+            while not await engine.handle(fns.add_one).results():
+                await anyio.sleep(0.02)
+        assert await engine.handle(fns.add_one).results() == [6]
+        (step,) = (await engine.handle(fns.add_one).list()).execution_ids
+        execution = await engine.get(step)
+    assert execution.event is not None and execution.event["resource_id"] == first
+
+
+async def test_triggers_survive_restarts_and_can_be_changed(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.item_id)
+    async with engine:
+        created = await engine.triggers.create(ON_CREATED)
+        await engine.triggers.deactivate("on-created")
+        assert await engine.emit("Item", "Created", {"id": "a"}) == []
+    again = make_engine()
+    again.function(fns.item_id)
+    async with again:
+        kept = again.triggers.get(created.id)
+        assert kept.spec.active is False and kept.name == "on-created"
+        await again.triggers.activate(created.id)
+        await again.triggers.update("on-created", filter={"dir": "/in"})
+        assert await again.emit("Item", "Created", {"id": "b"}) == []
+        assert len(await again.emit("Item", "Created", {"id": "c", "dir": "/in"})) == 1
+        await again.triggers.delete("on-created")
+        assert again.triggers.list() == []
+        assert await again.emit("Item", "Created", {"id": "d", "dir": "/in"}) == []
+
+
+async def test_triggers_load_from_a_service_json_file(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    service = {
+        "name": "svc",
+        "runtime": {"replicas": 1, "concurrency": 6},
+        "triggers": [
+            {**ON_CREATED, "filter": {"$and": [{"dir": "/train"}, {"hidden": False}]}},
+            {
+                "name": "nightly",
+                "function": "tick",
+                "type": "Cron",
+                "spec": {"cron": "0 5 * * *", "input": {"x": 1}},
+            },
+        ],
+    }
+    path = tmp_path / "service.json"
+    path.write_text(json.dumps(service))
+    engine = make_engine()
+    engine.function(fns.item_id)
+    engine.function(fns.tick)
+    async with engine:
+        loaded = await engine.triggers.load(path)
+        assert [t.name for t in loaded] == ["on-created", "nightly"]
+        assert (
+            len(await engine.emit("Item", "Created", {"id": "t", "dir": "/train", "hidden": False}))
+            == 1
+        )
+        assert (
+            await engine.emit("Item", "Created", {"id": "h", "dir": "/train", "hidden": True}) == []
+        )
+
+
+async def test_cron_trigger_fires_on_schedule_with_its_input(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.tick)
+    async with engine:
+        await engine.triggers.create(
+            {"name": "every-second", "function": "tick", "cron": "* * * * * *", "input": {"x": 7}}
+        )
+        await anyio.sleep(2.6)
+        await engine.triggers.deactivate("every-second")
+        handle = engine.handle(fns.tick)
+        await handle.wait_for_completion(timeout=10)
+        results = await handle.results()
+        stats = engine.triggers.get("every-second").stats
+    assert 2 <= len(results) <= 3
+    assert results[0]["kwargs"] == {"x": 7}
+    assert stats.fired == len(results)
+    assert max(engine._core.cron_lateness) < 0.5
+
+
+@pytest.mark.parametrize("policy", ["skip", "run_once", "catch_up"])
+async def test_cron_misfires_after_a_real_restart(make_engine: MakeEngine, policy: str) -> None:
+    spec = {
+        "name": "tick",
+        "function": "tick",
+        "cron": "* * * * * *",
+        "misfire": policy,
+        "misfireGrace": 60,
+    }
+    engine = make_engine()
+    engine.function(fns.tick)
+    async with engine:
+        await engine.triggers.create(spec)
+        await anyio.sleep(1.2)
+    down_for = 3.0
+    await anyio.sleep(down_for)  # about three fire times missed
+    restarted_at = datetime.now(UTC)
+    again = make_engine()
+    again.function(fns.tick)
+    async with again:
+        await again.triggers.deactivate("tick")  # only what the restart did remains
+        handle = again.handle(fns.tick)
+        await handle.wait_for_completion(timeout=10)
+        stats = again.triggers.get("tick").stats
+        scheduled = []
+        caught_up = []  # created after the restart for a time before it: the misfire runs
+        for execution_id in (await handle.list(limit=100)).execution_ids:
+            execution = await again.get(execution_id)
+            assert execution.event is not None
+            when = datetime.fromisoformat(execution.event["scheduled"])
+            scheduled.append(when)
+            if execution.created_at >= restarted_at and when < restarted_at:
+                caught_up.append(when)
+    if policy == "skip":
+        assert caught_up == [] and stats.missed >= 2
+    elif policy == "run_once":
+        assert len(caught_up) == 1 and stats.missed >= 1
+        assert caught_up[0] == max(t for t in scheduled if t < restarted_at)
+    else:
+        assert len(caught_up) >= 2 and stats.missed == 0
+    # No fire time ran twice, before or after the restart.
+    assert len(scheduled) == len(set(scheduled))
