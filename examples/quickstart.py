@@ -1,5 +1,5 @@
-"""The example app: functions and a class service on warm process replicas, every execution
-stored in a sqlite file, then a table of what ran.
+"""The example app: functions and a class service on warm process replicas, an event trigger
+and a cron trigger, every execution stored in a sqlite file, then a table of what ran.
 
     python -m examples.quickstart [DB_PATH]
 """
@@ -33,6 +33,30 @@ def thumbnail(item_id: int) -> str:
     return f"thumb-{item_id}.png"
 
 
+@engine.function()
+def on_upload(item: dict[str, str]) -> str:
+    return f"indexed {item['id']} from {item['dir']}"
+
+
+@engine.function()
+def heartbeat() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+# Fired by events and by the clock; kept in the sqlite file, applied again (by name) each run.
+engine.add_trigger(
+    {
+        "name": "uploads",
+        "function": "on_upload",
+        "resource": "Item",
+        "actions": ["Created"],
+        "filter": {"dir": "/incoming/*"},
+        "executionMode": "Once",
+    }
+)
+engine.add_trigger({"name": "every-2s", "function": "heartbeat", "cron": "*/2 * * * * *"})
+
+
 @engine.service(init_params={"greeting": "hello"})
 class Greeter:
     def __init__(self, greeting: str) -> None:
@@ -49,15 +73,26 @@ async def main() -> None:
         counts = [n async for n in engine.handle(word_count).map(["a b c", "d e", "f"])]
         thumbs = [t async for t in engine.handle(thumbnail).map(range(1, 5))]
         greeting = await engine.handle("Greeter.greet").call_remote("world")
-        print(f"word counts {counts}, thumbnails {thumbs}, greeting {greeting!r}\n")
+        print(f"word counts {counts}, thumbnails {thumbs}, greeting {greeting!r}")
+        stamp = int(time.time())
+        caused = await engine.emit("Item", "Created", {"id": f"doc-{stamp}", "dir": "/incoming/a"})
+        ignored = await engine.emit("Item", "Created", {"id": f"tmp-{stamp}", "dir": "/tmp"})
+        print(f"event on /incoming caused {len(caused)} execution, on /tmp {len(ignored)}")
+        await anyio.sleep(2.1)  # the cron trigger fires at least once meanwhile
+        await engine.triggers.deactivate("every-2s")
+        for function in ("on_upload", "heartbeat"):
+            await engine.handle(function).wait_for_completion(timeout=10)
+        print()
         print(f"{'execution':<30} {'function':<14} {'status':<10} {'tries':>5}  result")
-        for function in ("word_count", "thumbnail", "Greeter.greet"):
+        for function in ("word_count", "thumbnail", "Greeter.greet", "on_upload", "heartbeat"):
             handle = engine.handle(function)
             for execution_id in (await handle.list(limit=10)).execution_ids:
                 ex = await handle.get(execution_id)
-                print(
-                    f"{ex.id:<30} {ex.function:<14} {ex.status:<10} {ex.attempts:>5}  {ex.result!r}"
-                )
+                cause = f"  (trigger {ex.trigger_id})" if ex.trigger_id else ""
+                row = f"{ex.id:<30} {ex.function:<14} {ex.status:<10} {ex.attempts:>5}"
+                print(f"{row}  {ex.result!r}{cause}")
+        for trigger in engine.triggers.list():
+            print(f"trigger {trigger.name}: fired {trigger.stats.fired}")
         retried = await engine.handle(thumbnail).list(status=triggerfish.ExecutionStatus.SUCCEEDED)
         for execution_id in retried.execution_ids:
             ex = await engine.get(execution_id)

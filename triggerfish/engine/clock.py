@@ -67,7 +67,7 @@ class CronClock:
                 if current is None or current[1] != generation:
                     continue  # changed or removed since this entry was pushed
                 when = datetime.fromtimestamp(due, UTC)
-                self._fire(trigger_id, when, now - due)
+                self._fire(trigger_id, when, time.time() - due)  # read per firing: honest
                 if trigger_id in self._schedules:
                     self._push(trigger_id, current[0], generation, when)
             delay = self._heap[0][0] - time.time() if self._heap else math.inf
