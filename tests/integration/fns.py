@@ -208,3 +208,7 @@ def add_one(summary: dict[str, object]) -> int:
 
 def tick(**kwargs: object) -> dict[str, object]:
     return {"kwargs": kwargs, "event": None}
+
+
+async def async_announce(name: str) -> list[str]:
+    return await current_context().aemit("Dataset", "Created", {"id": name})

@@ -321,3 +321,28 @@ async def test_cron_misfires_after_a_real_restart(make_engine: MakeEngine, polic
         assert len(caught_up) >= 2 and stats.missed == 0
     # No fire time ran twice, before or after the restart.
     assert len(scheduled) == len(set(scheduled))
+
+
+async def test_async_function_emits_events_with_its_lineage(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.async_announce)
+    engine.function(fns.item_id)
+    engine.add_trigger({**ON_CREATED, "resource": "Dataset"})
+    async with engine:
+        caused = await engine.handle(fns.async_announce).call_remote("ds-1")
+        assert len(caused) == 1
+        assert await engine.handle(fns.item_id).await_result(caused[0]) == "ds-1"
+        child = await engine.get(caused[0])
+    assert child.lineage == (engine.triggers.get("on-created").id,)
+
+
+def test_blocking_form_emits_and_manages_triggers(tmp_path: Path) -> None:
+    engine = triggerfish.Engine(tmp_path / "blocking.db")
+    engine.function(fns.item_id)
+    with engine as running:
+        created = running.triggers.create(ON_CREATED)
+        assert running.triggers.get("on-created").id == created.id
+        (execution_id,) = running.emit("Item", "Created", {"id": "b-1"})
+        assert running.handle(fns.item_id).await_result(execution_id, timeout=10) == "b-1"
+        running.triggers.delete("on-created")
+        assert running.emit("Item", "Created", {"id": "b-2"}) == []
