@@ -5,6 +5,8 @@ from pathlib import Path
 
 import anyio
 
+from triggerfish import FunctionHandle
+
 
 def alive(pid: int) -> bool:
     """Whether a process exists and is not a zombie."""
@@ -33,3 +35,15 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
         running += delta
         best = max(best, running)
     return best
+
+
+async def all_ids(handle: FunctionHandle, page_size: int = 50) -> list[str]:
+    """Every execution id of a function, walking ``list`` page by page (newest first)."""
+    ids: list[str] = []
+    offset = None
+    while True:
+        page = await handle.list(offset=offset, limit=page_size)
+        ids.extend(page.execution_ids)
+        if page.offset is None:
+            return ids
+        offset = page.offset

@@ -22,6 +22,7 @@ from triggerfish import (
 )
 
 from . import fns
+from .helpers import all_ids
 
 pytestmark = pytest.mark.anyio
 S = ExecutionStatus
@@ -164,15 +165,7 @@ async def test_list_pages_newest_first_with_status_filter(
         handle = engine.handle(fns.add)
         ids = [await handle.start(i, 0) for i in range(7)]
         await handle.wait_for_completion(timeout=20)
-        seen: list[str] = []
-        offset = None
-        while True:
-            page = await handle.list(offset=offset, limit=3)
-            seen.extend(page.execution_ids)
-            if page.offset is None:
-                break
-            offset = page.offset
-        assert seen == ids[::-1]
+        assert await all_ids(handle, page_size=3) == ids[::-1]
         assert len((await handle.list(status="SUCCEEDED", limit=50)).execution_ids) == 7
         assert (await handle.list(status=[S.FAILED])).execution_ids == ()
 
@@ -188,14 +181,7 @@ async def test_a_thousand_executions_all_accounted_for(
         await handle.wait_for_completion(timeout=60)
         stats = await handle.statistics()
         results = await handle.results()
-        listed: list[str] = []
-        offset = None
-        while True:
-            page = await handle.list(offset=offset, limit=400)
-            listed.extend(page.execution_ids)
-            if page.offset is None:
-                break
-            offset = page.offset
+        listed = await all_ids(handle, page_size=400)
     assert stats[S.SUCCEEDED] == 1000 and sum(stats.values()) == 1000
     assert sorted(results) == [2 * i for i in range(1000)]
     assert sorted(listed) == sorted(ids) and len(set(listed)) == 1000
