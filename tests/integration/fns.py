@@ -212,3 +212,22 @@ def tick(**kwargs: object) -> dict[str, object]:
 
 async def async_announce(name: str) -> list[str]:
     return await current_context().aemit("Dataset", "Created", {"id": name})
+
+
+class BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+def raise_bad_str() -> None:
+    raise BadStr()
+
+
+def nested_bad_timeout() -> object:
+    context = current_context()
+    return context.await_result(context.start("add", 1, 2), timeout="soon")  # type: ignore[arg-type]
+
+
+def print_forever() -> None:
+    while True:
+        print("x" * 50)

@@ -246,3 +246,41 @@ async def test_no_replica_outlives_the_engine(make_engine: MakeEngine, tmp_path:
         "the engine stopped while it ran; it runs again at the next start",
     )
     assert execution.attempts <= 1  # the attempt cut short by the stop does not count
+
+
+async def test_exception_whose_str_raises_still_fails_the_execution(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine()
+    engine.function(fns.raise_bad_str, timeout=20)
+    async with engine:
+        with anyio.fail_after(5), pytest.raises(InvocationFailedError, match="message unavailable"):
+            await engine.handle(fns.raise_bad_str).call_remote()
+
+
+async def test_bad_nested_call_fails_the_function_not_the_engine(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.add)
+    engine.function(fns.nested_bad_timeout)
+    async with engine:
+        with pytest.raises(InvocationFailedError, match="nested await_result was refused"):
+            await engine.handle(fns.nested_bad_timeout).call_remote()
+        assert await engine.handle(fns.add).call_remote(1, 1) == 2  # the engine still runs
+
+
+async def test_cancelling_a_function_that_prints_never_needs_the_kill(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(kill_grace=5)
+    engine.function(fns.print_forever)
+    async with engine:
+        handle = engine.handle(fns.print_forever)
+        for _ in range(10):
+            execution_id = await handle.start()
+            await _status(engine, execution_id, S.RUNNING)
+            await anyio.sleep(0.02)
+            await handle.cancel(execution_id)
+            with anyio.fail_after(3), pytest.raises(InvocationCancelledError):
+                await handle.await_result(execution_id)
+            execution = await handle.get(execution_id)
+            assert execution.status_log[-1].message == "cancelled while it ran"

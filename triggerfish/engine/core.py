@@ -69,6 +69,8 @@ PENDING = ExecutionStatus.PENDING
 RUNNING = ExecutionStatus.RUNNING
 UNFINISHED = (PENDING, RUNNING, ExecutionStatus.CANCELLING)
 MAX_LOG_ENTRIES = 10_000
+MAX_LOG_TEXT = 64 * 1024
+MAX_RESULT_BYTES = 256 * 1024 * 1024  # sqlite refuses a value over 1e9 bytes
 
 
 def raise_for_outcome(record: ExecutionRecord) -> bytes:
@@ -239,6 +241,11 @@ class EngineCore(PoolCallbacks):
             for execution_id in list(self._placement):
                 _, slots = self._placement.pop(execution_id)
                 record = slots.assigned[execution_id]
+                if record.status is ExecutionStatus.CANCELLING:  # a cancel is not undone
+                    record.finished_at = now
+                    record.change(ExecutionStatus.CANCELLED, "cancelled as the engine stopped", now)
+                    self.store.save(record)
+                    continue
                 record.attempts -= 1  # not the function's fault: this attempt does not count
                 record.change(
                     PENDING, "the engine stopped while it ran; it runs again at the next start", now
@@ -248,6 +255,9 @@ class EngineCore(PoolCallbacks):
                 for pool in self.pools.values():
                     tg.start_soon(pool.stop, self.kill_grace)
             await self.store.aclose()
+            for waiter in self._waiters.values():  # nobody waits forever on a stopped engine
+                waiter.event.set()
+            self._waiters.clear()
         logger.info("engine_stopped")
 
     # -- starting, reading, cancelling ----------------------------------------------------
@@ -342,6 +352,7 @@ class EngineCore(PoolCallbacks):
         """The record once its final status is committed. TimeoutError after ``timeout``."""
         with anyio.fail_after(timeout):
             if execution_id in self.live:
+                self._check_running()
                 return await self.wait_for(self._watch(execution_id))
             stored = await self.store.get(execution_id)
             if stored is None:
@@ -356,7 +367,8 @@ class EngineCore(PoolCallbacks):
     @staticmethod
     async def wait_for(waiter: Waiter) -> ExecutionRecord:
         await waiter.event.wait()
-        assert waiter.record is not None
+        if waiter.record is None:
+            raise EngineClosedError("the engine stopped before the execution finished")
         return waiter.record
 
     async def cancel(self, execution_id: str) -> None:
@@ -390,6 +402,8 @@ class EngineCore(PoolCallbacks):
             records = [await self.record(i) for i in execution_ids]
             records = [r for r in records if r.status in failed and r.function == function]
         now = time.time()
+        # Claimed with no await in between: a concurrent rerun finds them live and skips them.
+        records = [r for r in records if r.id not in self.live]
         for record in records:
             self.live[record.id] = record
             record.max_attempts = record.attempts + spec.max_attempts
@@ -714,7 +728,10 @@ class EngineCore(PoolCallbacks):
                 continue
             if kind == protocol.LOG:
                 if len(record.logs) < MAX_LOG_ENTRIES:
-                    record.logs.append((now, message[2], message[3]))
+                    text = message[3]
+                    if len(text) > MAX_LOG_TEXT:
+                        text = text[:MAX_LOG_TEXT] + "\n[triggerfish: line truncated]\n"
+                    record.logs.append((now, message[2], text))
                 elif len(record.logs) == MAX_LOG_ENTRIES:
                     record.logs.append((now, "stderr", "[triggerfish: log truncated]\n"))
             elif kind == protocol.PROGRESS:
@@ -741,6 +758,14 @@ class EngineCore(PoolCallbacks):
             self._finish(record, ExecutionStatus.CANCELLED, "cancelled while it ran", now)
         elif reason == "timeout":
             self._timed_out(record, now)
+        elif ok and len(payload) > MAX_RESULT_BYTES:
+            error = (
+                "SerializationError",
+                f"the result is {len(payload)} bytes pickled; "
+                f"at most {MAX_RESULT_BYTES} are stored",
+                "",
+            )
+            self._attempt_failed(record, error, now=now, timed_out=False)
         elif ok:
             record.result = payload
             record.error = None
@@ -783,6 +808,8 @@ class EngineCore(PoolCallbacks):
             "service_init_failed", service=pool.spec.name, error_type=error[0], error=error[1]
         )
         message = f"service {pool.spec.name!r} failed to initialize: {error[0]}: {error[1]}"
+        if any(s.open for s in pool.replicas.values()):
+            return  # other replicas are serving: the queue waits for them
         for record in pool.drain_queue():
             record.error = ("ServiceInitError", message, error[2])
             self._finish(record, ExecutionStatus.FAILED, message[:300], now)
@@ -862,4 +889,7 @@ class EngineCore(PoolCallbacks):
             answer = (protocol.REPLY, request_id, False, (type(exc).__name__, exc.args[0], extra))
         except (TriggerfishError, TimeoutError) as exc:
             answer = (protocol.REPLY, request_id, False, (type(exc).__name__, str(exc), {}))
+        except Exception as exc:  # bad arguments from inside a function fail the call, not us
+            refusal = f"the nested {op} was refused: {type(exc).__name__}: {exc}"
+            answer = (protocol.REPLY, request_id, False, ("TriggerfishError", refusal, {}))
         slots.replica.send(answer)

@@ -87,6 +87,7 @@ class ServicePool(ReplicaListener):
         self._idle = DeadlineQueue(lambda: self._wake.set())
         self._task_group: TaskGroup | None = None
         self._stopping = False
+        self._init_reported: set[str] = set()
 
     # -- what the engine calls ------------------------------------------------------------
 
@@ -265,6 +266,7 @@ class ServicePool(ReplicaListener):
             messages = messages[1:]
         elif first == protocol.INIT_FAILED:
             self.starting -= 1
+            self._init_reported.add(replica.id)
             self.replicas.pop(replica.id, None)
             self.state = ServiceState.ERROR
             etype, emsg, etb = messages[0][1]
@@ -278,12 +280,15 @@ class ServicePool(ReplicaListener):
         self._idle.disarm(replica.id)
         slots = self.replicas.pop(replica.id, None)
         if slots is None or not slots.ready:
-            if self.state is not ServiceState.ERROR and not self._stopping:
+            if replica.id in self._init_reported:
+                self._init_reported.discard(replica.id)  # INIT_FAILED already said why
+            elif not self._stopping:
                 # Died before it was ready and without saying why: that is an init failure too.
                 self.starting -= 1
                 self.state = ServiceState.ERROR
                 self.error = ("ReplicaDiedError", f"replica {replica.id} {reason}", "")
                 self._callbacks.init_failed(self, self.error)
+            self._wake.set()
             return
         for record in slots.assigned.values():
             self.running[record.function] -= 1

@@ -24,6 +24,7 @@ import itertools
 import logging
 import os
 import pickle
+import queue
 import sys
 import threading
 import traceback
@@ -41,6 +42,13 @@ ErrorTriple = tuple[str, str, str]
 
 
 def _error_triple(exc: BaseException) -> ErrorTriple:
+    try:
+        return _describe(exc)
+    except Exception as broken:  # an exception whose __str__ raises must still be reported
+        return (type(exc).__qualname__, f"<message unavailable: {broken!r}>", "")
+
+
+def _describe(exc: BaseException) -> ErrorTriple:
     kind = type(exc)
     name = (
         kind.__qualname__
@@ -53,68 +61,70 @@ def _error_triple(exc: BaseException) -> ErrorTriple:
 class Outbox:
     """Messages to the engine, written in frames of whatever has queued, in order.
 
-    ``send`` queues a message for the writer thread; it is what code running inside a user's
-    function uses (logs, progress), because a cancel may be raised into that thread at any
-    bytecode, and a frame cut in half would corrupt the pipe. ``send_now`` is for threads that
-    are outside user code (a finished execution's DONE): if no write is under way, the calling
-    thread writes the queue itself, which saves a thread wake-up on every execution.
+    ``send`` queues a message for the writer thread. It is what code running inside a user's
+    function uses (logs, progress): a cancel may be raised into that thread at any bytecode, so
+    sending is a single ``SimpleQueue.put``, done in C, which such an exception cannot cut in
+    half (a Python-level lock could be left held and deadlock the replica). ``send_now`` is for
+    threads outside user code (a finished execution's DONE): if no write is under way, the
+    calling thread writes the queue itself, saving a thread wake-up.
     """
+
+    _CLOSE = ("__close__",)
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._messages: list[tuple[Any, ...]] = []
-        self._ready = threading.Condition()
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._writing = threading.Lock()
-        self._closed = False
         self._thread = threading.Thread(target=self._run, name="triggerfish-outbox", daemon=True)
         self._thread.start()
 
     def send(self, message: tuple[Any, ...]) -> None:
-        with self._ready:
-            self._messages.append(message)
-            if len(self._messages) == 1:
-                self._ready.notify()
+        self._queue.put(message)
 
     def send_now(self, message: tuple[Any, ...]) -> None:
-        with self._ready:
-            self._messages.append(message)
-        # Whoever holds the write lock checks the queue again after releasing it, so a
+        self._queue.put(message)
+        # Whoever holds the write lock looks at the queue again after releasing it, so a
         # message queued while another thread writes is never stranded.
         while self._writing.acquire(blocking=False):
             try:
-                self._write_queued()
+                closing = self._write_queued([])
             finally:
                 self._writing.release()
-            with self._ready:
-                if not self._messages:
-                    return
+            if closing:
+                self._queue.put(self._CLOSE)  # leave it for the writer thread to see
+                return
+            if self._queue.empty():
+                return
 
     def close(self) -> None:
-        with self._ready:
-            self._closed = True
-            self._ready.notify()
+        self._queue.put(self._CLOSE)
         self._thread.join(timeout=5)
 
-    def _write_queued(self) -> None:
-        with self._ready:
-            batch, self._messages = self._messages, []
+    def _write_queued(self, batch: list[tuple[Any, ...]]) -> bool:
+        """Write ``batch`` and everything queued; True if the close marker was among them."""
+        closing = False
+        while True:
+            try:
+                message = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if message is self._CLOSE:
+                closing = True
+                break
+            batch.append(message)
         if batch:
             try:
                 p.write_all(self._fd, p.encode(batch))
             except OSError:
                 os._exit(0)  # the engine is gone; nothing is left to report to
+        return closing
 
     def _run(self) -> None:
         while True:
-            with self._ready:
-                while not self._messages and not self._closed:
-                    self._ready.wait()
-                closed = self._closed
+            first = self._queue.get()
             with self._writing:
-                self._write_queued()
-            if closed:
-                with self._writing:
-                    self._write_queued()
+                closing = first is self._CLOSE or self._write_queued([first])
+            if closing:
                 return
 
 
@@ -413,7 +423,10 @@ class Runner:
 
     def _reply(self, request_id: int, ok: bool, payload: Any) -> None:
         future = self.requests.pop(request_id, None)
-        if future is None:
+        if future is None or future.done():  # the caller gave up waiting (a cancelled await)
+            return
+        if kind_is_timeout(ok, payload):
+            future.set_exception(TimeoutError(payload[1]))
             return
         if ok:
             future.set_result(payload)
@@ -424,6 +437,10 @@ class Runner:
                 future.set_exception(error_class(message, **extra))
             else:
                 future.set_exception(error_class(message))
+
+
+def kind_is_timeout(ok: bool, payload: Any) -> bool:
+    return not ok and payload[0] == "TimeoutError"
 
 
 def main() -> None:
