@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from common import percentile, wait_ready
 
 from triggerfish import Engine, ExecutionStatus
 
@@ -48,19 +49,6 @@ def say(text: str) -> None:
 def noop(*args: Any, **kwargs: Any) -> None:
     """The function every cron trigger runs: does nothing."""
     return None
-
-
-async def wait_ready(engine: Engine, service: str, replicas: int, timeout: float = 60.0) -> None:
-    # The engine has no "replicas ready" event to wait on; its status is polled.
-    with anyio.fail_after(timeout):
-        while engine.service_status(service).replicas < replicas:  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-
-
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    rank = max(1, round(pct / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 def children_cpu_s() -> float:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from common import percentile, wait_ready
 
 from triggerfish import Engine, ExecutionStatus
 
@@ -52,19 +53,6 @@ def proc_status_mb(field: str) -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"{field} is not in /proc/self/status")
-
-
-async def wait_ready(engine: Engine, service: str, replicas: int, timeout: float = 60.0) -> None:
-    # The engine has no "replicas ready" event to wait on; its status is polled.
-    with anyio.fail_after(timeout):
-        while engine.service_status(service).replicas < replicas:  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-
-
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    rank = max(1, round(pct / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 # -- parts 1 and 2: throughput and call_remote latency --------------------------------------
