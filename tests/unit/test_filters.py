@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from triggerfish.triggers.filters import FilterError, compile_filter
+from triggerfish.triggers.filters import FilterError, compile_filter, index_key, strings_at
 
 ITEM = {
     "dir": "/input",
@@ -234,3 +234,69 @@ def test_compiled_filters_agree_with_the_reference(spec: dict[str, Any], docs: l
     predicate = compile_filter(spec)
     for doc in docs:
         assert predicate(doc) is reference(spec, doc), (spec, doc)
+
+
+strings = st.sampled_from(["x", "xy", "y"])
+string_values = st.recursive(  # documents full of the strings keyed filters look for
+    st.one_of(strings, st.integers(0, 1)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(KEYS), inner, min_size=1, max_size=3),
+    ),
+    max_leaves=6,
+)
+string_documents = st.dictionaries(st.sampled_from(KEYS), string_values, min_size=1, max_size=3)
+
+
+@st.composite
+def keyed_filters(draw: st.DrawFn) -> dict[str, Any]:
+    """A filter with an equality on a string, maybe beside or inside other conditions."""
+    path, value = draw(paths), draw(strings)
+    equality: Any = draw(st.sampled_from([value, {"$eq": value}]))
+    others = draw(st.one_of(st.none(), filters))
+    if others is None:
+        return {path: equality}
+    if draw(st.booleans()):
+        return {"$and": [others, {path: equality}]}
+    return {**others, path: equality}
+
+
+@settings(max_examples=1500, deadline=None)
+@given(spec=st.one_of(keyed_filters(), filters), docs=st.lists(string_documents, max_size=5))
+def test_a_filter_matches_only_documents_holding_its_index_key(
+    spec: dict[str, Any], docs: list[Any]
+) -> None:
+    """The matcher skips a filter when the document lacks the filter's index key: sound only
+    if no document without that key can match."""
+    key = index_key(spec)
+    if key is None:
+        return
+    path, value = key
+    for doc in docs:
+        if reference(spec, doc):
+            assert value in strings_at(doc, path), (spec, doc)
+
+
+@pytest.mark.parametrize(
+    ("spec", "key"),
+    [
+        ({"dir": "/in"}, ("dir", "/in")),
+        ({"size": {"$gt": 1}, "dir": {"$eq": "/in"}}, ("dir", "/in")),
+        ({"$and": [{"hidden": False}, {"a.b": "x"}]}, ("a.b", "x")),
+        ({"dir": "/in/*"}, None),
+        ({"$or": [{"dir": "/in"}, {"dir": "/out"}]}, None),
+        ({"$not": {"dir": "/in"}}, None),
+        ({"dir": {"$ne": "/in"}}, None),
+        ({"size": 3}, None),
+        (None, None),
+    ],
+)
+def test_index_keys(spec: Any, key: tuple[str, str] | None) -> None:
+    assert index_key(spec) == key
+
+
+def test_strings_at_reads_arrays_and_objects_in_arrays() -> None:
+    assert strings_at(ITEM, "labels") == {"cat", "dog"}
+    assert strings_at(ITEM, "boxes.label") == {"cat", "dog"}
+    assert strings_at(ITEM, "size") == set()
+    assert strings_at(ITEM, "nowhere.at.all") == set()

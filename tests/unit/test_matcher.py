@@ -31,6 +31,27 @@ def test_index_by_resource_and_action_with_filters() -> None:
     assert len(index) == 2
 
 
+def test_filters_filed_by_their_string_still_fire_on_arrays_and_go_away() -> None:
+    index = TriggerIndex()
+    index.add("dir", spec(filter={"dir": "/in", "size": {"$gt": 1}}))
+    index.add("label", spec(filter={"$and": [{"labels": "cat"}, {"hidden": False}]}))
+    index.add("wild", spec(filter={"dir": "/i*"}))
+    index.add("box", spec(filter={"boxes.label": {"$eq": "dog"}}))
+    body = {"dir": "/in", "size": 2, "labels": ["dog", "cat"], "hidden": False, "boxes": []}
+    fired, _ = index.match("Item", "Created", body, "i")
+    assert sorted(f.trigger_id for f in fired) == ["dir", "label", "wild"]
+    fired, _ = index.match("Item", "Created", {"boxes": [{"label": "dog"}]}, "i")
+    assert [f.trigger_id for f in fired] == ["box"]
+    fired, _ = index.match("Item", "Created", {**body, "size": 0, "hidden": True}, "i")
+    assert [f.trigger_id for f in fired] == ["wild"]
+    for trigger_id in ("dir", "label", "box"):
+        index.remove(trigger_id)
+    fired, _ = index.match("Item", "Created", body, "i")
+    assert [f.trigger_id for f in fired] == ["wild"]
+    index.remove("wild")
+    assert not index.listens_to("Item", "Created") and len(index) == 0
+
+
 def test_once_without_a_resource_id_keys_on_the_event() -> None:
     index = TriggerIndex()
     index.add("t1", spec())

@@ -15,7 +15,6 @@ seen is never run again after a crash.
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
 import secrets
@@ -28,6 +27,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from .._json import dumps
 from ..errors import (
     ConfigurationError,
     EngineClosedError,
@@ -446,7 +446,7 @@ class EngineCore(PoolCallbacks):
             if not isinstance(value, str) or not value:
                 raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
         try:
-            json.dumps(body)
+            dumps(body)
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"the event body must be JSON: {exc}") from None
         if resource_id is None and isinstance(body, dict) and body.get("id") is not None:

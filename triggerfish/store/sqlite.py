@@ -7,7 +7,6 @@ included); a power cut may lose the last few commits. ``synchronous=FULL`` trade
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Annotated, Any
 import aiosqlite
 from pydantic import Field, TypeAdapter
 
+from .._json import dumps as _dumps
+from .._json import loads
 from ..errors import EngineClosedError
 from ..models import (
     CronTriggerSpec,
@@ -63,9 +64,6 @@ def _upsert(rows: int) -> str:
     return f"INSERT INTO executions ({_COLUMNS}) VALUES {values} {_UPDATE}"
 
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
-
-
 def _row(record: ExecutionRecord) -> tuple[Any, ...]:
     return (
         record.id,
@@ -92,7 +90,7 @@ def _row(record: ExecutionRecord) -> tuple[Any, ...]:
 
 
 def _record(row: Any) -> ExecutionRecord:
-    error = json.loads(row[9]) if row[9] is not None else None
+    error = loads(row[9]) if row[9] is not None else None
     return ExecutionRecord(
         id=row[0],
         function=row[1],
@@ -105,15 +103,15 @@ def _record(row: Any) -> ExecutionRecord:
         result=row[8],
         error=(error[0], error[1], error[2]) if error is not None else None,
         progress=row[10],
-        status_log=[(t, ExecutionStatus(s), p, m) for t, s, p, m in json.loads(row[11])],
-        logs=[(t, s, x) for t, s, x in json.loads(row[12])],
+        status_log=[(t, ExecutionStatus(s), p, m) for t, s, p, m in loads(row[11])],
+        logs=[(t, s, x) for t, s, x in loads(row[12])],
         parent_id=row[13],
         created_at=row[14],
         started_at=row[15],
         finished_at=row[16],
         trigger_id=row[17],
-        event=json.loads(row[18]) if row[18] is not None else None,
-        lineage=tuple(json.loads(row[19])) if row[19] is not None else (),
+        event=loads(row[18]) if row[18] is not None else None,
+        lineage=tuple(loads(row[19])) if row[19] is not None else (),
     )
 
 
@@ -240,7 +238,7 @@ class SqliteStore(GroupCommitStore):
         )
         triggers = []
         for trigger_id, spec, created_at, stats, position in await cursor.fetchall():
-            numbers = json.loads(stats)
+            numbers = loads(stats)
             triggers.append(
                 TriggerRecord(
                     id=trigger_id,

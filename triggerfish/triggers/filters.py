@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 
-__all__ = ["FilterError", "Predicate", "compile_filter"]
+__all__ = ["FilterError", "Predicate", "compile_filter", "index_key", "strings_at"]
 
 Predicate = Callable[[Any], bool]
 _MISSING = object()
@@ -54,6 +54,41 @@ def compile_filter(spec: Any, where: str = "filter") -> Predicate:
     if spec is None:
         return _always
     return _compile_document(spec, where)
+
+
+def index_key(spec: Any) -> tuple[str, str] | None:
+    """A (path, string) the filter requires by plain equality, or None if it has none.
+
+    Any document the filter matches has that exact string at that path (or in an array
+    there), so a matcher may look filters up by the document's strings instead of running
+    each one. Wildcard strings do not count. ``spec`` must be a valid filter.
+    """
+    if not isinstance(spec, dict):
+        return None
+    for key, value in spec.items():
+        if key == "$and":
+            for part in value:
+                found = index_key(part)
+                if found is not None:
+                    return found
+        elif not key.startswith("$"):
+            if isinstance(value, dict) and set(value) == {"$eq"}:
+                value = value["$eq"]
+            if isinstance(value, str) and _wildcard(value) is None:
+                return key, value
+    return None
+
+
+def strings_at(doc: Any, path: str) -> set[str]:
+    """The strings a path reaches in a document, array elements included: the values that
+    equality on ``path`` can match (see ``index_key``)."""
+    found: set[str] = set()
+    for value in _resolve(doc, tuple(path.split("."))):
+        if isinstance(value, str):
+            found.add(value)
+        elif isinstance(value, list):
+            found.update(v for v in value if isinstance(v, str))
+    return found
 
 
 def _always(_: Any) -> bool:

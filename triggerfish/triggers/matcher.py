@@ -2,6 +2,9 @@
 
 Triggers are indexed by (resource, action), each with its filter compiled once, so an event
 costs only the triggers that listen to its resource and action, however many others exist.
+Within one (resource, action), a filter that requires a plain string at a path (``{"dir":
+"/in"}``, also inside ``$and``) is filed under that string: an event runs only the filters
+filed under the strings it carries at those paths, plus the filters with no such key.
 
 Loop protection: an event carries the lineage of triggers whose executions led to it. A
 trigger whose id already appears in the lineage more than its ``loop_limit`` does not fire,
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..models import EventTriggerSpec
-from .filters import Predicate, compile_filter
+from .filters import Predicate, compile_filter, index_key, strings_at
 
 __all__ = ["Firing", "Suppression", "TriggerIndex"]
 
@@ -43,13 +46,57 @@ class _Entry:
     predicate: Predicate
 
 
+class _Bucket:
+    """The triggers of one (resource, action): by required string, and the rest."""
+
+    __slots__ = ("by_path", "unkeyed")
+
+    def __init__(self) -> None:
+        self.by_path: dict[str, dict[str, dict[str, _Entry]]] = {}  # path -> string -> id
+        self.unkeyed: dict[str, _Entry] = {}
+
+    def add(self, entry: _Entry) -> None:
+        key = index_key(entry.spec.filter)
+        if key is None:
+            self.unkeyed[entry.trigger_id] = entry
+        else:
+            path, value = key
+            self.by_path.setdefault(path, {}).setdefault(value, {})[entry.trigger_id] = entry
+
+    def remove(self, entry: _Entry) -> None:
+        key = index_key(entry.spec.filter)
+        if key is None:
+            del self.unkeyed[entry.trigger_id]
+            return
+        path, value = key
+        by_value = self.by_path[path]
+        del by_value[value][entry.trigger_id]
+        if not by_value[value]:
+            del by_value[value]
+            if not by_value:
+                del self.by_path[path]
+
+    def __bool__(self) -> bool:
+        return bool(self.unkeyed or self.by_path)
+
+    def candidates(self, body: Any) -> list[_Entry]:
+        """The entries whose filter may match ``body``, in no particular order."""
+        found = list(self.unkeyed.values())
+        for path, by_value in self.by_path.items():
+            for value in strings_at(body, path):
+                entries = by_value.get(value)
+                if entries:
+                    found.extend(entries.values())
+        return found
+
+
 class TriggerIndex:
     """The active event triggers, by (resource, action)."""
 
     def __init__(self, max_depth: int = 10) -> None:
         self.max_depth = max_depth
-        self._by_key: dict[tuple[str, str], dict[str, _Entry]] = {}
-        self._keys_of: dict[str, list[tuple[str, str]]] = {}
+        self._by_key: dict[tuple[str, str], _Bucket] = {}
+        self._keys_of: dict[str, tuple[_Entry, list[tuple[str, str]]]] = {}
 
     def __len__(self) -> int:
         return len(self._keys_of)
@@ -60,14 +107,18 @@ class TriggerIndex:
         entry = _Entry(trigger_id, spec, compile_filter(spec.filter))
         keys = [(spec.resource, action) for action in spec.actions]
         for key in keys:
-            self._by_key.setdefault(key, {})[trigger_id] = entry
-        self._keys_of[trigger_id] = keys
+            self._by_key.setdefault(key, _Bucket()).add(entry)
+        self._keys_of[trigger_id] = (entry, keys)
 
     def remove(self, trigger_id: str) -> None:
-        for key in self._keys_of.pop(trigger_id, []):
-            entries = self._by_key[key]
-            del entries[trigger_id]
-            if not entries:
+        found = self._keys_of.pop(trigger_id, None)
+        if found is None:
+            return
+        entry, keys = found
+        for key in keys:
+            bucket = self._by_key[key]
+            bucket.remove(entry)
+            if not bucket:
                 del self._by_key[key]
 
     def listens_to(self, resource: str, action: str) -> bool:
@@ -86,12 +137,12 @@ class TriggerIndex:
 
         A Once trigger's fire record key is the resource id (the event id when the event has
         none, so such an event fires it once)."""
-        entries = self._by_key.get((resource, action))
-        if not entries:
+        bucket = self._by_key.get((resource, action))
+        if bucket is None:
             return [], []
         firings: list[Firing] = []
         suppressions: list[Suppression] = []
-        for entry in entries.values():
+        for entry in bucket.candidates(body):
             if not entry.predicate(body):
                 continue
             reason = self._loop_reason(entry, lineage)
