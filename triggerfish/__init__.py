@@ -33,6 +33,7 @@ __all__ = [
     "SqliteStore",
     "StatusChange",
     "Store",
+    "TriggerNotFoundError",
     "TriggerfishError",
     "UnknownFunctionError",
     "current_context",
@@ -72,6 +73,7 @@ _HOMES = {
             "InvocationFailedError",
             "InvocationTimedOutError",
             "SerializationError",
+            "TriggerNotFoundError",
             "TriggerfishError",
             "UnknownFunctionError",
         ],
@@ -105,6 +107,7 @@ if TYPE_CHECKING:
         InvocationTimedOutError,
         SerializationError,
         TriggerfishError,
+        TriggerNotFoundError,
         UnknownFunctionError,
     )
     from .models import (

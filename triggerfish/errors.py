@@ -6,9 +6,12 @@ Every error the library raises on purpose is one of these; errors from the parts
     TriggerfishError
     ├── ConfigurationError           a spec, argument or option that cannot be accepted
     │   ├── UnknownFunctionError     no function of that name is registered
+    │   ├── TriggerNotFoundError     no trigger has that id or name
     │   └── SerializationError       arguments or a result that cannot be pickled
     ├── EngineClosedError            the engine is not running (not started, or stopped)
     ├── ExecutionNotFoundError       no execution has that id
+    ├── RemoteError                  the daemon could not be reached, or answered an error
+    │   └── AuthenticationError      the daemon refused the API key (or none was given)
     └── InvocationError              an execution ended without a result
         ├── InvocationFailedError    the function raised, its replica died, or its init failed
         ├── InvocationCancelledError the execution was cancelled
@@ -21,6 +24,7 @@ because the exception object itself lives in another process and may not unpickl
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "ConfigurationError",
     "EngineClosedError",
     "ExecutionNotFoundError",
@@ -28,7 +32,9 @@ __all__ = [
     "InvocationError",
     "InvocationFailedError",
     "InvocationTimedOutError",
+    "RemoteError",
     "SerializationError",
+    "TriggerNotFoundError",
     "TriggerfishError",
     "UnknownFunctionError",
 ]
@@ -46,6 +52,10 @@ class UnknownFunctionError(ConfigurationError, LookupError):
     """No function of that name is registered with the engine."""
 
 
+class TriggerNotFoundError(ConfigurationError, LookupError):
+    """No trigger has that id or name."""
+
+
 class SerializationError(ConfigurationError):
     """Arguments or a result that cannot be pickled; nothing was stored."""
 
@@ -56,6 +66,19 @@ class EngineClosedError(TriggerfishError, RuntimeError):
 
 class ExecutionNotFoundError(TriggerfishError, LookupError):
     """No execution has that id."""
+
+
+class RemoteError(TriggerfishError):
+    """A daemon could not be reached, or answered with an error this tree has no better name
+    for. ``status_code`` is the HTTP status (None when there was no answer)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class AuthenticationError(RemoteError):
+    """The daemon refused the API key, or none was given (HTTP 401)."""
 
 
 class InvocationError(TriggerfishError):

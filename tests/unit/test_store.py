@@ -112,6 +112,23 @@ async def test_listing_paging_filters_and_counts(store_factory: Callable[[], Sto
         await store.aclose()
 
 
+async def test_listing_by_trigger_and_creation_time(store_factory: Callable[[], Store]) -> None:
+    store = store_factory()
+    async with anyio.create_task_group() as tg:
+        await store.start(tg)
+        old = record("f", created_at=1000.0, trigger_id="trg-1")
+        middle = record("f", created_at=2000.0, trigger_id="trg-2")
+        new = record("g", created_at=3000.0, trigger_id="trg-1")
+        await store.insert([old, middle, new])
+        assert await store.list_ids(trigger_id="trg-1") == [new.id, old.id]
+        assert await store.list_ids(created_after=2000.0) == [new.id, middle.id]
+        assert await store.list_ids(created_before=2000.0) == [old.id]
+        window = await store.list_ids(created_after=1500.0, created_before=2500.0)
+        assert window == [middle.id]
+        assert await store.list_ids(function="g", trigger_id="trg-2") == []
+        await store.aclose()
+
+
 async def test_close_commits_what_is_queued_and_a_reopened_store_has_it(
     store_factory: Callable[[], Store],
 ) -> None:

@@ -37,6 +37,7 @@ from ..errors import (
     InvocationFailedError,
     InvocationTimedOutError,
     TriggerfishError,
+    TriggerNotFoundError,
     UnknownFunctionError,
 )
 from ..models import (
@@ -75,24 +76,33 @@ MAX_RESULT_BYTES = 256 * 1024 * 1024  # sqlite refuses a value over 1e9 bytes
 
 def raise_for_outcome(record: ExecutionRecord) -> bytes:
     """The pickled result of a SUCCEEDED record; the matching InvocationError otherwise."""
-    status = record.status
-    if status is ExecutionStatus.SUCCEEDED:
+    if record.status is ExecutionStatus.SUCCEEDED:
         return record.result or pickle.dumps(None)
-    etype, emsg, etb = record.error or ("", "", "")
-    where = f"execution {record.id} of {record.function}"
+    raise invocation_error(record.id, record.function, record.status, record.error)
+
+
+def invocation_error(
+    execution_id: str,
+    function: str,
+    status: ExecutionStatus,
+    error: tuple[str, str, str] | None,
+) -> InvocationError:
+    """The InvocationError for an execution that did not succeed (or has not finished)."""
+    etype, emsg, etb = error or ("", "", "")
+    where = f"execution {execution_id} of {function}"
     if status is ExecutionStatus.CANCELLED:
-        raise InvocationCancelledError(f"{where} was cancelled", execution_id=record.id)
+        return InvocationCancelledError(f"{where} was cancelled", execution_id=execution_id)
     if status is ExecutionStatus.TIMED_OUT:
-        raise InvocationTimedOutError(f"{where} timed out: {emsg}", execution_id=record.id)
+        return InvocationTimedOutError(f"{where} timed out: {emsg}", execution_id=execution_id)
     if status is ExecutionStatus.FAILED:
-        raise InvocationFailedError(
+        return InvocationFailedError(
             f"{where} failed: {etype}: {emsg}",
-            execution_id=record.id,
+            execution_id=execution_id,
             error_type=etype,
             error_message=emsg,
             remote_traceback=etb,
         )
-    raise InvocationError(f"{where} has not finished ({status})", execution_id=record.id)
+    return InvocationError(f"{where} has not finished ({status})", execution_id=execution_id)
 
 
 class Waiter:
@@ -140,6 +150,7 @@ class EngineCore(PoolCallbacks):
         self._stop_reasons: dict[str, str] = {}
         self._killed: set[str] = set()
         self._waiters: dict[str, Waiter] = {}
+        self._followers: dict[str, anyio.Event] = {}
         self._clock_wake = anyio.Event()
         self._timeouts = DeadlineQueue(lambda: self._clock_wake.set())
         self._grace = DeadlineQueue(lambda: self._clock_wake.set())
@@ -258,6 +269,9 @@ class EngineCore(PoolCallbacks):
             for waiter in self._waiters.values():  # nobody waits forever on a stopped engine
                 waiter.event.set()
             self._waiters.clear()
+            for follower in self._followers.values():
+                follower.set()
+            self._followers.clear()
         logger.info("engine_stopped")
 
     # -- starting, reading, cancelling ----------------------------------------------------
@@ -341,6 +355,19 @@ class EngineCore(PoolCallbacks):
         if record is None:
             raise ExecutionNotFoundError(f"no execution has the id {execution_id!r}")
         return record
+
+    def change_event(self, execution_id: str) -> anyio.Event:
+        """An event set at the next log line, progress update or status change of a live
+        execution. Take it before reading the record, so no change falls in between."""
+        event = self._followers.get(execution_id)
+        if event is None:
+            event = self._followers[execution_id] = anyio.Event()
+        return event
+
+    def _touched(self, execution_id: str) -> None:
+        event = self._followers.pop(execution_id, None)
+        if event is not None:
+            event.set()
 
     def _watch(self, execution_id: str) -> Waiter:
         waiter = self._waiters.get(execution_id)
@@ -548,7 +575,7 @@ class EngineCore(PoolCallbacks):
         if found is None:
             found = next((t for t in self.trigger_records.values() if t.spec.name == trigger), None)
         if found is None:
-            raise ConfigurationError(f"no trigger has the id or name {trigger!r}")
+            raise TriggerNotFoundError(f"no trigger has the id or name {trigger!r}")
         return found
 
     async def put_trigger(self, spec: TriggerSpec, trigger_id: str | None = None) -> TriggerRecord:
@@ -623,6 +650,8 @@ class EngineCore(PoolCallbacks):
         (resource Execution, action statusChanged) when a trigger listens to that."""
         record.change(status, message, now)
         self.store.save(record)
+        if self._followers:
+            self._touched(record.id)
         if self.bus.listens_to("Execution", "statusChanged"):
             self.bus.publish(
                 "Execution", "statusChanged", self._summary(record), record.id, record.lineage
@@ -744,6 +773,8 @@ class EngineCore(PoolCallbacks):
             elif kind == protocol.YIELD:
                 record.result = message[2]
             save(record)
+            if self._followers:
+                self._touched(record.id)
 
     def _done(
         self, pool: ServicePool, slots: Slots, execution_id: str, ok: bool, payload: Any, now: float

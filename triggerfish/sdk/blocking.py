@@ -18,13 +18,16 @@ from ..models import Execution, ExecutionPage, ExecutionStatus, ServiceStatus
 from .handle import FunctionHandle
 
 if TYPE_CHECKING:
+    from .client import Client, RemoteFunctionHandle
     from .engine import Engine
 
 
 class BlockingFunctionHandle:
     """``FunctionHandle``'s methods, blocking."""
 
-    def __init__(self, portal: BlockingPortal, handle: FunctionHandle) -> None:
+    def __init__(
+        self, portal: BlockingPortal, handle: FunctionHandle | RemoteFunctionHandle
+    ) -> None:
         self._portal = portal
         self._handle = handle
         self.name = handle.name
@@ -164,3 +167,37 @@ class _Blocking:
             return self._portal.call(functools.partial(attribute, *args, **kwargs))
 
         return call
+
+
+class BlockingClient(_Blocking):
+    """What ``with Client(...) as client:`` gives: the client's methods, blocking."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stack = ExitStack()
+        super().__init__(None, client)  # type: ignore[arg-type]
+
+    def __enter__(self) -> BlockingClient:
+        portal = self._stack.enter_context(start_blocking_portal())
+        try:
+            self._stack.enter_context(portal.wrap_async_context_manager(self._client))
+        except BaseException:
+            self._stack.close()
+            raise
+        self._portal = portal
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stack.__exit__(exc_type, exc, tb)
+
+    def function(
+        self, name: str, function: str | None = None, revision: int | None = None
+    ) -> BlockingFunctionHandle:
+        return BlockingFunctionHandle(self._portal, self._client.function(name, function, revision))
+
+    handle = function

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, overload
@@ -15,10 +16,18 @@ import cloudpickle
 from ..engine.core import EngineCore, Service
 from ..engine.runtimes.abc import Runtime
 from ..errors import ConfigurationError, EngineClosedError, UnknownFunctionError
-from ..models import Execution, FunctionSpec, ServiceSpec, ServiceStatus, TriggerSpec
+from ..models import (
+    Execution,
+    ExecutionPage,
+    ExecutionStatus,
+    FunctionSpec,
+    ServiceSpec,
+    ServiceStatus,
+    TriggerSpec,
+)
 from ..store.abc import Store
 from ..store.sqlite import SqliteStore
-from .handle import FunctionHandle, to_execution
+from .handle import FunctionHandle, list_page, to_execution
 from .triggers import Triggers, to_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -210,6 +219,36 @@ class Engine:
     @property
     def function_names(self) -> list[str]:
         return sorted(self._core.functions)
+
+    @property
+    def core(self) -> EngineCore:
+        """The engine's core: for the daemon and tools built on the engine, not for apps."""
+        return self._core
+
+    async def list_executions(
+        self,
+        *,
+        function: str | None = None,
+        status: ExecutionStatus | str | Iterable[ExecutionStatus | str] | None = None,
+        trigger: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: str | None = None,
+        limit: int = 50,
+    ) -> ExecutionPage:
+        """Execution ids of every function (or one), newest first, ``limit`` at a time, by
+        status, by the trigger (id or name) that fired them, created in [since, until)."""
+        trigger_id = None if trigger is None else self._core.find_trigger(trigger).id
+        return await list_page(
+            self._core,
+            function=function,
+            status=status,
+            trigger_id=trigger_id,
+            since=since,
+            until=until,
+            offset=offset,
+            limit=limit,
+        )
 
     async def get(self, execution_id: str) -> Execution:
         """Any execution by id."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 import builtins
 import pickle
 from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
 from typing import Any
 
 import anyio
 import cloudpickle
 
 from ..engine.core import EngineCore, Waiter, raise_for_outcome
-from ..errors import SerializationError
+from ..errors import ConfigurationError, SerializationError
 from ..models import Execution, ExecutionPage, ExecutionRecord, ExecutionStatus
 
 
@@ -54,6 +55,50 @@ def to_execution(record: ExecutionRecord) -> Execution:
         except Exception as exc:  # a class that only exists in the replica, say
             result = f"<result cannot be unpickled here: {exc}>"
     return Execution.from_record(record, result)
+
+
+def _statuses(
+    status: ExecutionStatus | str | Iterable[ExecutionStatus | str] | None,
+) -> list[ExecutionStatus] | None:
+    if status is None:
+        return None
+    try:
+        if isinstance(status, str):
+            return [ExecutionStatus(status)]
+        return [ExecutionStatus(s) for s in status]
+    except ValueError as exc:
+        known = ", ".join(s.value for s in ExecutionStatus)
+        raise ConfigurationError(f"status: {exc} (known: {known})") from None
+
+
+async def list_page(
+    core: EngineCore,
+    *,
+    function: str | None = None,
+    status: ExecutionStatus | str | Iterable[ExecutionStatus | str] | None = None,
+    trigger_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    offset: str | None = None,
+    limit: int = 50,
+) -> ExecutionPage:
+    """One page of execution ids, newest first (see ``FunctionHandle.list``)."""
+    if limit < 1:
+        raise ConfigurationError(f"limit must be at least 1, got {limit}")
+    statuses = _statuses(status)
+    await core.store.flush()
+    ids = await core.store.list_ids(
+        function=function,
+        statuses=statuses,
+        before=offset,
+        limit=limit + 1,
+        trigger_id=trigger_id,
+        created_after=None if since is None else since.timestamp(),
+        created_before=None if until is None else until.timestamp(),
+    )
+    more = len(ids) > limit
+    ids = ids[:limit]
+    return ExecutionPage(execution_ids=tuple(ids), offset=ids[-1] if more else None)
 
 
 class FunctionHandle:
@@ -99,22 +144,9 @@ class FunctionHandle:
     ) -> ExecutionPage:
         """Execution ids newest first, ``limit`` at a time; pass the page's ``offset`` back for
         the next page (None on the last one)."""
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        statuses = None
-        if status is not None:
-            statuses = (
-                [ExecutionStatus(status)]
-                if isinstance(status, str)
-                else [ExecutionStatus(s) for s in status]
-            )
-        await self._core.store.flush()
-        ids = await self._core.store.list_ids(
-            function=self.name, statuses=statuses, before=offset, limit=limit + 1
+        return await list_page(
+            self._core, function=self.name, status=status, offset=offset, limit=limit
         )
-        more = len(ids) > limit
-        ids = ids[:limit]
-        return ExecutionPage(execution_ids=tuple(ids), offset=ids[-1] if more else None)
 
     async def await_result(self, execution_id: str, timeout: float | None = None) -> Any:
         """Wait for the final status; the result if SUCCEEDED, else InvocationFailedError,

@@ -89,8 +89,13 @@ class Store(ABC):
         statuses: Collection[ExecutionStatus] | None = None,
         before: str | None = None,
         limit: int = 50,
+        trigger_id: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> list[str]:
-        """Ids newest first, optionally of one function and some statuses, older than ``before``."""
+        """Ids newest first, at most ``limit``: those older than the id ``before``, and where
+        given, of one function, in some statuses, fired by one trigger, created in
+        [``created_after``, ``created_before``) (unix times)."""
 
     @abstractmethod
     async def find(

@@ -81,9 +81,19 @@ class MemoryStore(GroupCommitStore):
         statuses: Collection[ExecutionStatus] | None = None,
         before: str | None = None,
         limit: int = 50,
+        trigger_id: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> list[str]:
         ids = sorted(
-            (r.id for r in self._select(function, statuses) if before is None or r.id < before),
+            (
+                r.id
+                for r in self._select(function, statuses)
+                if (before is None or r.id < before)
+                and (trigger_id is None or r.trigger_id == trigger_id)
+                and (created_after is None or r.created_at >= created_after)
+                and (created_before is None or r.created_at < created_before)
+            ),
             reverse=True,
         )
         return ids[:limit]

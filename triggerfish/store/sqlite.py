@@ -264,11 +264,20 @@ class SqliteStore(GroupCommitStore):
         statuses: Collection[ExecutionStatus] | None = None,
         before: str | None = None,
         limit: int = 50,
+        trigger_id: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> list[str]:
         clauses, params = _where(function, statuses)
-        if before is not None:
-            clauses.append("id < ?")
-            params.append(before)
+        for clause, value in (
+            ("id < ?", before),
+            ("trigger_id = ?", trigger_id),
+            ("created_at >= ?", created_after),
+            ("created_at < ?", created_before),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         cursor = await self._conn.execute(
             f"SELECT id FROM executions {where} ORDER BY id DESC LIMIT ?", (*params, limit)

@@ -1,0 +1,489 @@
+"""The HTTP API: the engine's functions, executions, triggers, events and services over ASGI.
+
+``create_app`` builds a FastAPI app around a running ``Engine``. Every route but ``/health``
+needs an API key (``ApiKeyMiddleware``); bodies are capped (``BodyLimitMiddleware``). Errors
+are ``{"detail": "one line"}`` with 400 (bad input), 404 (no such thing), 413, 422 (a body that
+does not fit its schema, naming the field) or 503 (the engine is stopping).
+
+Pickle: a body sent as ``application/x-python-pickle`` is a pickled ``(args, kwargs)`` and goes
+to the replica as it is (the daemon never unpickles what a client sends); a request that
+accepts pickle gets the pickled result as the replica made it. JSON works everywhere else.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, FastAPI, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import APIKeyHeader
+from pydantic import ValidationError
+
+from .. import _json
+from ..engine.core import EngineCore, Waiter
+from ..errors import (
+    ConfigurationError,
+    EngineClosedError,
+    ExecutionNotFoundError,
+    TriggerfishError,
+    TriggerNotFoundError,
+    UnknownFunctionError,
+)
+from ..models import (
+    ExecutionRecord,
+    ExecutionStatus,
+    LogEntry,
+    ServiceStatus,
+    StatusChange,
+    Trigger,
+)
+from ..sdk.engine import Engine
+from ..sdk.handle import pack_input, to_execution
+from .auth import KeyRing
+from .middleware import ApiKeyMiddleware, BodyLimitMiddleware
+from .schemas import (
+    PICKLE,
+    BatchInput,
+    CallInput,
+    EventIn,
+    ExecutionIds,
+    ExecutionList,
+    ExecutionView,
+    FunctionInfo,
+    Logs,
+    Outcome,
+    Problem,
+    RerunRequest,
+)
+
+__all__ = ["create_app"]
+
+#: Longest a request may wait for a result; a client waits longer by asking again.
+MAX_WAIT = 300.0
+_FINISHED = frozenset(
+    {
+        ExecutionStatus.SUCCEEDED,
+        ExecutionStatus.FAILED,
+        ExecutionStatus.TIMED_OUT,
+        ExecutionStatus.CANCELLED,
+    }
+)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem} for code in (400, 401, 404, 413, 422, 503)
+}
+_CALL_BODY = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": CallInput.model_json_schema()},
+            PICKLE: {"schema": {"type": "string", "format": "binary"}},
+        }
+    }
+}
+_BATCH_BODY = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": BatchInput.model_json_schema()},
+            PICKLE: {"schema": {"type": "string", "format": "binary"}},
+        }
+    }
+}
+
+Wait = Annotated[float, Query(ge=0, le=MAX_WAIT, description="seconds to wait for the result")]
+
+
+def jsonable(value: Any) -> tuple[Any, str]:
+    """A result as JSON if it is JSON, else its repr (cut to 10 kB)."""
+    try:
+        return _json.loads(_json.dumps(value)), "json"
+    except (TypeError, ValueError):
+        return repr(value)[:10_000], "repr"
+
+
+def view(record: ExecutionRecord) -> ExecutionView:
+    execution = to_execution(record)
+    result, encoding = (None, None) if record.result is None else jsonable(execution.result)
+    duration = None
+    if record.started_at is not None and record.finished_at is not None:
+        duration = record.finished_at - record.started_at
+    return ExecutionView(
+        id=execution.id,
+        function=execution.function,
+        service=execution.service,
+        status=execution.status,
+        result=result,
+        result_encoding=encoding,  # type: ignore[arg-type]
+        error=execution.error,
+        attempts=execution.attempts,
+        max_attempts=execution.max_attempts,
+        num_failed_attempts=execution.num_failed_attempts,
+        progress=execution.progress,
+        status_log=list(execution.status_log),
+        parent_id=execution.parent_id,
+        trigger_id=execution.trigger_id,
+        event=execution.event,
+        lineage=list(execution.lineage),
+        created_at=execution.created_at,
+        started_at=execution.started_at,
+        finished_at=execution.finished_at,
+        duration=duration,
+        terminated=record.terminated,
+    )
+
+
+def outcome(record: ExecutionRecord, request: Request) -> Response:
+    """The answer to "where is my result": the pickled result to a client that takes pickle,
+    else an ``Outcome``; 202 while the execution has not finished."""
+    finished = record.status in _FINISHED
+    headers = {"X-Execution-Id": record.id, "X-Execution-Status": record.status.value}
+    if (
+        finished
+        and record.status is ExecutionStatus.SUCCEEDED
+        and record.result is not None
+        and PICKLE in request.headers.get("accept", "")
+    ):
+        return Response(record.result, media_type=PICKLE, headers=headers)
+    body = Outcome(id=record.id, status=record.status, finished=finished)
+    if finished:
+        v = view(record)
+        body = body.model_copy(
+            update={"result": v.result, "result_encoding": v.result_encoding, "error": v.error}
+        )
+    return Response(body.model_dump_json(), 200 if finished else 202, headers, "application/json")
+
+
+async def call_inputs(request: Request, batch: bool) -> list[bytes]:
+    """The pickled inputs a start request carries, JSON or pickle."""
+    body = await request.body()
+    if request.headers.get("content-type", "").startswith(PICKLE):
+        if not batch:
+            return [body]
+        try:
+            blobs = _ListOfBytes.read(body)
+        except Exception:
+            raise ConfigurationError(
+                "a pickled batch must be a pickled list of pickled (args, kwargs)"
+            ) from None
+        return blobs
+    try:
+        if batch:
+            calls = BatchInput.model_validate_json(body or b"{}").inputs
+        else:
+            calls = [CallInput.model_validate_json(body or b"{}")]
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    return [pack_input("call", tuple(c.args), c.kwargs) for c in calls]
+
+
+class _ListOfBytes(pickle.Unpickler):
+    """Unpickles a list of bytes and nothing else: no class or function can be named."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed here")
+
+    @classmethod
+    def read(cls, data: bytes) -> list[bytes]:
+        value = cls(io.BytesIO(data)).load()
+        if not isinstance(value, list) or not all(isinstance(v, bytes) for v in value):
+            raise pickle.UnpicklingError("not a list of bytes")
+        if not value:
+            raise pickle.UnpicklingError("empty")
+        return value
+
+
+def _problem(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status)
+
+
+def _status_for(exc: TriggerfishError) -> int:
+    if isinstance(exc, UnknownFunctionError | ExecutionNotFoundError | TriggerNotFoundError):
+        return 404
+    if isinstance(exc, EngineClosedError):
+        return 503
+    return 400
+
+
+def _one_line(errors: Any) -> str:
+    parts = []
+    for error in list(errors)[:3]:
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg"))
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(engine: Engine, keys: KeyRing, *, max_body_bytes: int) -> FastAPI:
+    """The ASGI app serving ``engine`` (which must be running while the app serves)."""
+    core: EngineCore = engine.core
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")
+    app = FastAPI(
+        title="triggerfish",
+        summary="Functions as a service: executions, triggers, events",
+        version="0.1.0",
+        dependencies=[Security(key_header)],  # documents the key; the middleware enforces it
+        responses=_ERRORS,
+    )
+    app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=keys)  # outermost: nothing runs before it
+
+    @app.exception_handler(TriggerfishError)
+    async def _triggerfish_error(request: Request, exc: TriggerfishError) -> JSONResponse:
+        return _problem(_status_for(exc), str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _problem(422, _one_line(exc.errors()))
+
+    @app.get("/health", tags=["daemon"])
+    async def health() -> dict[str, str]:
+        """Whether the daemon is up. The one route that needs no key."""
+        return {"status": "ok" if core.running else "stopping"}
+
+    app.include_router(_functions(engine, core))
+    app.include_router(_executions(engine, core))
+    app.include_router(_triggers(engine))
+    app.include_router(_events_and_services(engine, core))
+    return app
+
+
+def _function_info(core: EngineCore, name: str) -> FunctionInfo:
+    spec = core.spec_of(name)
+    return FunctionInfo(
+        name=spec.name,
+        service=spec.service,
+        description=spec.description,
+        timeout=spec.timeout,
+        max_attempts=spec.max_attempts,
+        max_concurrency=spec.max_concurrency,
+        input_serializer=spec.input_serializer,
+        output_serializer=spec.output_serializer,
+        application=getattr(spec, "application", False),
+    )
+
+
+def _functions(engine: Engine, core: EngineCore) -> APIRouter:
+    router = APIRouter(prefix="/functions", tags=["functions"])
+
+    @router.get("")
+    async def list_functions() -> list[FunctionInfo]:
+        return [_function_info(core, name) for name in engine.function_names]
+
+    @router.get("/{name}")
+    async def get_function(name: str) -> FunctionInfo:
+        return _function_info(core, name)
+
+    @router.get("/{name}/statistics")
+    async def statistics(name: str) -> dict[ExecutionStatus, int]:
+        """How many executions of the function are in each status."""
+        return await engine.handle(name).statistics()
+
+    @router.post("/{name}/executions", status_code=201, openapi_extra=_CALL_BODY)
+    async def start(name: str, request: Request) -> ExecutionIds:
+        """Start an execution: JSON ``{"args": [...], "kwargs": {...}}`` or a pickled
+        ``(args, kwargs)``. Returns once it is stored."""
+        core.spec_of(name)
+        return ExecutionIds(
+            execution_ids=await core.submit(name, await call_inputs(request, False))
+        )
+
+    @router.post("/{name}/executions/batch", status_code=201, openapi_extra=_BATCH_BODY)
+    async def start_many(name: str, request: Request) -> ExecutionIds:
+        """Start many executions in one commit: ``{"inputs": [{"args": ...}, ...]}`` or a
+        pickled list of pickled ``(args, kwargs)``. Ids in input order."""
+        core.spec_of(name)
+        return ExecutionIds(execution_ids=await core.submit(name, await call_inputs(request, True)))
+
+    @router.post(
+        "/{name}/call",
+        openapi_extra=_CALL_BODY,
+        response_model=Outcome,
+        responses={202: {"model": Outcome, "description": "not finished within the wait"}},
+    )
+    async def call(name: str, request: Request, timeout: Wait = 60.0) -> Response:
+        """Start an execution and wait for its result (up to ``timeout`` seconds; after that,
+        202 with its id, to ask ``/executions/{id}/result`` again)."""
+        core.spec_of(name)
+        blobs = await call_inputs(request, False)
+        ((execution_id, waiter),) = await core.submit_watched(name, blobs)
+        return outcome(await _wait_for(core, execution_id, waiter, timeout), request)
+
+    @router.post("/{name}/rerun")
+    async def rerun(name: str, body: RerunRequest | None = None) -> ExecutionIds:
+        """Run the function's FAILED and TIMED_OUT executions again (all, or those given)."""
+        ids = body.execution_ids if body is not None else None
+        return ExecutionIds(execution_ids=await engine.handle(name).rerun(ids))
+
+    return router
+
+
+async def _wait_for(
+    core: EngineCore, execution_id: str, waiter: Waiter, timeout: float
+) -> ExecutionRecord:
+    with anyio.move_on_after(timeout):
+        return await core.wait_for(waiter)
+    return await core.record(execution_id)
+
+
+def _executions(engine: Engine, core: EngineCore) -> APIRouter:
+    router = APIRouter(prefix="/executions", tags=["executions"])
+
+    @router.get("")
+    async def list_executions(
+        function: str | None = None,
+        status: Annotated[list[ExecutionStatus] | None, Query()] = None,
+        trigger: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> ExecutionList:
+        """Executions newest first, by function, status, trigger (id or name) and creation
+        time (ISO 8601 with a zone); ``offset`` from the previous page for the next."""
+        for name, moment in (("since", since), ("until", until)):
+            if moment is not None and moment.tzinfo is None:
+                raise ConfigurationError(f"{name} must carry a time zone (e.g. ...Z)")
+        page = await engine.list_executions(
+            function=function,
+            status=status,
+            trigger=trigger,
+            since=since,
+            until=until,
+            offset=offset,
+            limit=limit,
+        )
+        records = [await core.record(i) for i in page.execution_ids]
+        return ExecutionList(executions=[view(r) for r in records], offset=page.offset)
+
+    @router.get("/{execution_id}")
+    async def get_execution(execution_id: str) -> ExecutionView:
+        return view(await core.record(execution_id))
+
+    @router.get(
+        "/{execution_id}/result",
+        response_model=Outcome,
+        responses={202: {"model": Outcome, "description": "not finished within the wait"}},
+    )
+    async def result(execution_id: str, request: Request, timeout: Wait = 0.0) -> Response:
+        """The result once finished, waiting up to ``timeout`` seconds; 202 if not yet."""
+        try:
+            record = await core.wait(execution_id, timeout)
+        except TimeoutError:
+            record = await core.record(execution_id)
+        return outcome(record, request)
+
+    @router.post("/{execution_id}/cancel")
+    async def cancel(execution_id: str) -> ExecutionView:
+        """Cancel: a queued execution ends CANCELLED at once, a running one is stopped."""
+        await core.cancel(execution_id)
+        return view(await core.record(execution_id))
+
+    @router.post("/{execution_id}/rerun")
+    async def rerun(execution_id: str) -> ExecutionIds:
+        """Run a FAILED or TIMED_OUT execution again."""
+        record = await core.record(execution_id)
+        return ExecutionIds(execution_ids=await core.rerun(record.function, [execution_id]))
+
+    @router.get("/{execution_id}/status-log")
+    async def status_log(execution_id: str) -> list[StatusChange]:
+        return list(to_execution(await core.record(execution_id)).status_log)
+
+    @router.get(
+        "/{execution_id}/logs",
+        response_model=Logs,
+        responses={200: {"content": {"application/x-ndjson": {}}}},
+    )
+    async def logs(execution_id: str, follow: bool = False) -> Response:
+        """The execution's captured stdout, stderr and logging. With ``follow``, a stream of
+        JSON lines (one log entry each) that ends when the execution finishes."""
+        record = await core.record(execution_id)
+        if not follow:
+            return Response(
+                Logs(logs=list(to_execution(record).logs)).model_dump_json(),
+                media_type="application/json",
+            )
+        return StreamingResponse(_follow(core, execution_id), media_type="application/x-ndjson")
+
+    return router
+
+
+async def _follow(core: EngineCore, execution_id: str) -> AsyncIterator[bytes]:
+    sent = 0
+    while True:
+        record = await core.record(execution_id)
+        changed = None if record.terminated else core.change_event(execution_id)
+        record = await core.record(execution_id)  # fresh, now that a change cannot slip by
+        for at, stream, text in record.logs[sent:]:
+            entry = LogEntry.model_validate({"time": at, "stream": stream, "text": text})
+            yield entry.model_dump_json().encode() + b"\n"
+        sent = len(record.logs)
+        if changed is None or record.terminated:
+            return
+        await changed.wait()
+
+
+def _triggers(engine: Engine) -> APIRouter:
+    router = APIRouter(prefix="/triggers", tags=["triggers"])
+    triggers = engine.triggers
+
+    @router.get("")
+    async def list_triggers() -> list[Trigger]:
+        """Every trigger with its statistics (fired, suppressed with the last reason, missed)."""
+        return triggers.list()
+
+    @router.post("", status_code=201)
+    async def create_trigger(definition: dict[str, Any], replace: bool = False) -> Trigger:
+        """A trigger from Dataloop's trigger JSON (event or cron). With ``replace``, one of the
+        same name is updated to this definition instead of refused."""
+        if replace:
+            return await triggers.apply(definition)
+        return await triggers.create(definition)
+
+    @router.get("/{trigger}")
+    async def get_trigger(trigger: str) -> Trigger:
+        """A trigger by id or name."""
+        return triggers.get(trigger)
+
+    @router.patch("/{trigger}")
+    async def update_trigger(trigger: str, changes: dict[str, Any]) -> Trigger:
+        """Change some fields of a trigger's spec (``{"filter": ...}``, ``{"cron": ...}``)."""
+        return await triggers.update(trigger, **changes)
+
+    @router.post("/{trigger}/activate")
+    async def activate(trigger: str) -> Trigger:
+        return await triggers.activate(trigger)
+
+    @router.post("/{trigger}/deactivate")
+    async def deactivate(trigger: str) -> Trigger:
+        return await triggers.deactivate(trigger)
+
+    @router.delete("/{trigger}", status_code=204)
+    async def delete_trigger(trigger: str) -> Response:
+        await triggers.delete(trigger)
+        return Response(status_code=204)
+
+    return router
+
+
+def _events_and_services(engine: Engine, core: EngineCore) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/events", tags=["events"])
+    async def emit(event: EventIn) -> ExecutionIds:
+        """Publish an event; returns once the executions it caused are stored."""
+        ids = await engine.emit(event.resource, event.action, event.body, event.resource_id)
+        return ExecutionIds(execution_ids=ids)
+
+    @router.get("/services", tags=["services"])
+    async def list_services() -> list[ServiceStatus]:
+        return [engine.service_status(name) for name in sorted(core.services)]
+
+    @router.get("/services/{name}", tags=["services"])
+    async def get_service(name: str) -> ServiceStatus:
+        """A service's state (Initializing, Active, Error with its error) and load."""
+        return engine.service_status(name)
+
+    return router

@@ -1,0 +1,107 @@
+"""The daemon's configuration: defaults, then a TOML file, then ``TRIGGERFISH_*`` variables.
+
+Example ``triggerfish.toml``::
+
+    data_dir = "/var/lib/triggerfish"   # the sqlite file, codebases, the local client key
+    host = "127.0.0.1"
+    port = 8765
+    api_keys = ["sha256:..."]           # hashes only; make a key with 'triggerfish keys create'
+    max_body_bytes = 67108864
+    drain_timeout = 30
+
+Each field can also come from the environment: ``TRIGGERFISH_HOST``, ``TRIGGERFISH_PORT``,
+``TRIGGERFISH_API_KEYS`` (comma-separated hashes), and so on; the environment wins over the
+file. A bind to anything but a loopback address is refused unless API keys are configured.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import ConfigurationError
+from .auth import check_hash
+
+__all__ = ["DaemonConfig", "load_config"]
+
+ENV_PREFIX = "TRIGGERFISH_"
+
+
+class DaemonConfig(BaseModel):
+    """Everything ``triggerfish serve`` needs. Build with ``load_config``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path = Path(".triggerfish")
+    store: Path | None = None  # default: data_dir / "triggerfish.db"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    api_keys: tuple[str, ...] = ()
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    drain_timeout: float = Field(default=30.0, ge=0)
+    kill_grace: float = Field(default=5.0, ge=0)
+    app: str | None = None  # "module:function", called with the Engine to register functions
+
+    @field_validator("api_keys")
+    @classmethod
+    def _hashes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_hash(entry) for entry in value)
+
+    @property
+    def store_path(self) -> Path:
+        return self.store if self.store is not None else self.data_dir / "triggerfish.db"
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def check_bind(self) -> None:
+        """Refuse to listen beyond this machine with no API key configured."""
+        if not self.loopback and not self.api_keys:
+            raise ConfigurationError(
+                f"host {self.host!r} is not a loopback address and no API key is configured: "
+                "set api_keys (or TRIGGERFISH_API_KEYS) before listening on the network"
+            )
+
+
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> DaemonConfig:
+    """Defaults, then the TOML file at ``path`` (or ``$TRIGGERFISH_CONFIG``), then the
+    environment, then ``overrides`` (command-line flags; None values are ignored)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = path or environ.get(ENV_PREFIX + "CONFIG")
+    if path:
+        try:
+            values.update(tomllib.loads(Path(path).read_text()))
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the config file {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"config file {path}: {exc}") from None
+    for name in DaemonConfig.model_fields:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = (
+                [k.strip() for k in raw.split(",") if k.strip()] if name == "api_keys" else raw
+            )
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return DaemonConfig.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise ConfigurationError(f"{where}: {first['msg']}") from None

@@ -1,0 +1,144 @@
+"""``triggerfish serve``: the engine and its HTTP API in one process, until SIGTERM or SIGINT.
+
+Shutdown, on SIGTERM or SIGINT: the HTTP server stops taking requests (those in flight get a
+few seconds to finish), then the engine drains: running executions have ``drain_timeout``
+seconds to finish, the rest go back to PENDING in the store and run at the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import signal
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import uvicorn
+
+from ..engine.log import logger
+from ..errors import ConfigurationError
+from ..sdk.credentials import save_key
+from ..sdk.engine import Engine
+from .api import create_app
+from .auth import KeyRing, check_hash, hash_key, new_key
+from .config import DaemonConfig
+
+__all__ = ["local_key_hashes", "serve"]
+
+#: Seconds requests in flight get to finish once shutdown begins.
+REQUEST_GRACE = 5
+
+
+def local_key_hashes(config: DaemonConfig, url: str) -> list[str]:
+    """The key hashes a daemon with no configured key accepts: those in ``<data_dir>/api-keys``,
+    made on first start, when the new key itself goes to the local user's credentials file
+    (under ``url``)."""
+    path = config.data_dir / "api-keys"
+    if path.exists():
+        lines = [line.strip() for line in path.read_text().splitlines()]
+        return [check_hash(line) for line in lines if line and not line.startswith("#")]
+    key = new_key()
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# API key hashes this daemon accepts, one a line\n{hash_key(key)}\n")
+    saved = save_key(url, key)
+    logger.warning("api_key_created", hashes_in=str(path), key_saved_in=str(saved))
+    return [hash_key(key)]
+
+
+def url_of(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def listen(config: DaemonConfig) -> socket.socket:
+    """The listening socket, bound here so that a port in use is one clear error (and port 0
+    gives a free port, whose number the URL then carries)."""
+    try:
+        sock = socket.create_server((config.host, config.port), backlog=2048)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+        ) from None
+    # Connections inherit it: a response goes out as a header write and a body write, and
+    # with Nagle the body waits for the client's delayed ACK of the headers (40 ms).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def load_setup(spec: str) -> Callable[[Engine], Any]:
+    """``module:function``: a function that registers functions and triggers on the engine."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigurationError(f"app {spec!r} must be 'module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"app {spec!r}: cannot import {module_name!r}: {exc}") from None
+    setup = getattr(module, attr, None)
+    if not callable(setup):
+        raise ConfigurationError(f"app {spec!r}: {module_name} has no function {attr!r}")
+    return setup  # type: ignore[no-any-return]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its own signal handling: ``serve`` handles the signals, so
+    the engine drains after the HTTP side has stopped."""
+
+    def capture_signals(self) -> Any:
+        return contextlib.nullcontext()
+
+
+async def serve(
+    config: DaemonConfig,
+    *,
+    engine: Engine | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run the daemon until SIGTERM or SIGINT; ``on_ready`` gets its URL once it listens."""
+    config.check_bind()
+    sock = listen(config)
+    host, port = sock.getsockname()[:2]
+    url = url_of(str(host), int(port))
+    keys = KeyRing(config.api_keys or local_key_hashes(config, url))
+    if engine is None:
+        engine = Engine(
+            config.store_path, kill_grace=config.kill_grace, drain_timeout=config.drain_timeout
+        )
+    if config.app:
+        await _maybe_await(load_setup(config.app)(engine))
+    async with engine:
+        app = create_app(engine, keys, max_body_bytes=config.max_body_bytes)
+        server = _Server(
+            uvicorn.Config(
+                app,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=REQUEST_GRACE,
+            )
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, server, name="signals")
+            logger.info("daemon_listening", url=url, store=str(config.store_path))
+            if on_ready is not None:
+                on_ready(url)
+            await server.serve(sockets=[sock])
+            tg.cancel_scope.cancel()
+        logger.info("daemon_draining", drain_timeout=config.drain_timeout)
+    logger.info("daemon_stopped")
+
+
+async def _stop_on_signal(server: uvicorn.Server) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logger.info("daemon_signal", signal=signal.Signals(signum).name)
+            server.should_exit = True
+            return
+
+
+async def _maybe_await(value: Any) -> None:
+    if hasattr(value, "__await__"):
+        await value
