@@ -10,6 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "AuthenticationError",
+    "Client",
     "ConfigurationError",
     "Engine",
     "EngineClosedError",
@@ -26,6 +28,7 @@ __all__ = [
     "InvocationFailedError",
     "InvocationTimedOutError",
     "MemoryStore",
+    "RemoteError",
     "SerializationError",
     "ServiceSpec",
     "ServiceState",
@@ -44,6 +47,7 @@ _HOMES = {
     "Engine": "triggerfish.sdk.engine",
     "method": "triggerfish.sdk.engine",
     "FunctionHandle": "triggerfish.sdk.handle",
+    "Client": "triggerfish.sdk.client",
     "ExecutionContext": "triggerfish.engine.replica.context",
     "current_context": "triggerfish.engine.replica.context",
     "MemoryStore": "triggerfish.store.memory",
@@ -65,6 +69,7 @@ _HOMES = {
     ),
     **dict.fromkeys(
         [
+            "AuthenticationError",
             "ConfigurationError",
             "EngineClosedError",
             "ExecutionNotFoundError",
@@ -72,6 +77,7 @@ _HOMES = {
             "InvocationError",
             "InvocationFailedError",
             "InvocationTimedOutError",
+            "RemoteError",
             "SerializationError",
             "TriggerNotFoundError",
             "TriggerfishError",
@@ -98,6 +104,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .engine.replica.context import ExecutionContext, current_context
     from .errors import (
+        AuthenticationError,
         ConfigurationError,
         EngineClosedError,
         ExecutionNotFoundError,
@@ -105,6 +112,7 @@ if TYPE_CHECKING:
         InvocationError,
         InvocationFailedError,
         InvocationTimedOutError,
+        RemoteError,
         SerializationError,
         TriggerfishError,
         TriggerNotFoundError,
@@ -121,6 +129,7 @@ if TYPE_CHECKING:
         ServiceStatus,
         StatusChange,
     )
+    from .sdk.client import Client
     from .sdk.engine import Engine, method
     from .sdk.handle import FunctionHandle
     from .store.abc import Store

@@ -41,6 +41,12 @@ class BlockingFunctionHandle:
     def start(self, *args: Any, **kwargs: Any) -> str:
         return str(self._call(self._handle.start, *args, **kwargs))
 
+    def start_many(
+        self, calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]]
+    ) -> builtins.list[str]:
+        ids: builtins.list[str] = self._call(self._handle.start_many, builtins.list(calls))
+        return ids
+
     def get(self, execution_id: str) -> Execution:
         result: Execution = self._call(self._handle.get, execution_id)
         return result

@@ -19,7 +19,7 @@ import contextlib
 import os
 import pickle
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -166,6 +166,22 @@ class Client:
             raise RemoteError(f"cannot reach the daemon at {self.url}: {exc}") from exc
         _raise_for(response)
         return response
+
+    def stream_lines(self, path: str) -> Iterator[str]:
+        """The lines of a streamed answer (``/executions/{id}/logs?follow=true``), blocking;
+        for the CLI, which reads them as they come."""
+        headers = {"X-API-Key": self._key} if self._key else {}
+        try:
+            with (
+                httpx.Client(base_url=self.url, headers=headers, timeout=None) as http,
+                http.stream("GET", path) as response,
+            ):
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                yield from response.iter_lines()
+        except httpx.TransportError as exc:
+            raise RemoteError(f"cannot reach the daemon at {self.url}: {exc}") from exc
 
     async def health(self) -> dict[str, Any]:
         result: dict[str, Any] = (await self.request("GET", "/health")).json()

@@ -1,0 +1,5 @@
+"""``python -m triggerfish``: the ``triggerfish`` command."""
+
+from triggerfish.daemon.cli import main
+
+main()
