@@ -136,7 +136,8 @@ def serve(
                 f"triggerfish serving on {url} (store {settings.store_path})", highlight=False
             )
 
-        anyio.run(lambda: run(settings, on_ready=ready))
+        # uvloop (installed with uvicorn[standard]): the daemon is I/O bound on sockets and pipes
+        anyio.run(lambda: run(settings, on_ready=ready), backend_options={"use_uvloop": True})
     except TriggerfishError as exc:
         fail(str(exc))
 

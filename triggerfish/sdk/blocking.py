@@ -207,3 +207,15 @@ class BlockingClient(_Blocking):
         return BlockingFunctionHandle(self._portal, self._client.function(name, function, revision))
 
     handle = function
+
+    def stream_lines(self, path: str) -> Iterator[str]:
+        """``Client.stream_lines``, a line at a time through the portal."""
+        lines = self._client.stream_lines(path)
+        try:
+            while True:
+                try:
+                    yield self._portal.call(lines.__anext__)
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._portal.call(lines.aclose)

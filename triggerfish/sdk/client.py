@@ -18,15 +18,16 @@ import builtins
 import contextlib
 import os
 import pickle
-import socket
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 import anyio
-import httpx
 
+from .. import _json
 from ..engine.core import invocation_error
 from ..errors import (
     AuthenticationError,
@@ -51,16 +52,33 @@ POLL = 60.0
 _UNFINISHED = ("PENDING", "RUNNING", "CANCELLING")
 
 
-def _raise_for(response: httpx.Response) -> None:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A daemon's answer, read whole."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+    path: str
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return _json.loads(self.content)
+
+
+def _raise_for(response: Answer) -> None:
     """Translate an error answer into the exception tree (the same errors as embedded)."""
     if response.status_code < 400:
         return
     try:
         detail = str(response.json().get("detail", response.text))
-    except ValueError:
-        detail = response.text or response.reason_phrase
+    except (ValueError, AttributeError):
+        detail = response.text or f"HTTP {response.status_code}"
     status = response.status_code
-    path = response.request.url.path
+    path = response.path
     if status == 401:
         raise AuthenticationError(f"the daemon refused the API key: {detail}", status_code=401)
     if status == 404:
@@ -91,10 +109,8 @@ class Client:
         self.url = (url or os.environ.get("TRIGGERFISH_API_URL") or DEFAULT_URL).rstrip("/")
         self._key = api_key or os.environ.get("TRIGGERFISH_API_KEY") or key_for(self.url)
         self._timeout = timeout
-        self._limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
-        self._http: httpx.AsyncClient | None = None
+        self._max_connections = max_connections
+        self._http: aiohttp.ClientSession | None = None
         self._blocking: Any = None
 
     def __repr__(self) -> str:
@@ -104,16 +120,15 @@ class Client:
 
     async def __aenter__(self) -> Client:
         headers = {"X-API-Key": self._key} if self._key else {}
-        # No Nagle: a request's headers and body go out as two writes, and the body must not
-        # wait for the daemon's delayed ACK of the headers (40 ms on Linux).
-        transport = httpx.AsyncHTTPTransport(
-            limits=self._limits, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-        )
-        self._http = httpx.AsyncClient(
+        # aiohttp rather than httpx: on this path httpx spends 1.7 to 4 ms of CPU per request
+        # (more with more in flight), aiohttp 0.2 to 0.4 ms.
+        self._http = aiohttp.ClientSession(
             base_url=self.url,
             headers=headers,
-            timeout=httpx.Timeout(self._timeout, read=POLL + self._timeout),
-            transport=transport,
+            connector=aiohttp.TCPConnector(limit=self._max_connections),
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=self._timeout, sock_read=POLL + self._timeout
+            ),
         )
         return self
 
@@ -125,7 +140,7 @@ class Client:
     ) -> None:
         http, self._http = self._http, None
         if http is not None:
-            await http.aclose()
+            await http.close()
 
     def __enter__(self) -> Any:
         from .blocking import BlockingClient
@@ -154,33 +169,39 @@ class Client:
         content: bytes | None = None,
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
         """One request to the daemon; an error answer raises (see ``RemoteError``)."""
         if self._http is None:
             raise RemoteError("the client is not open; use 'async with Client(...)'")
+        data = content
+        if json is not None:
+            data = _json.dumps(json).encode()
+            headers = {**(headers or {}), "Content-Type": "application/json"}
         try:
-            response = await self._http.request(
-                method, path, json=json, content=content, params=params, headers=headers
-            )
-        except httpx.TransportError as exc:
+            async with self._http.request(
+                method, path, data=data, params=_query(params), headers=headers
+            ) as response:
+                answer = Answer(
+                    response.status, response.headers, await response.read(), response.url.path
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise RemoteError(f"cannot reach the daemon at {self.url}: {exc}") from exc
-        _raise_for(response)
-        return response
+        _raise_for(answer)
+        return answer
 
-    def stream_lines(self, path: str) -> Iterator[str]:
-        """The lines of a streamed answer (``/executions/{id}/logs?follow=true``), blocking;
-        for the CLI, which reads them as they come."""
-        headers = {"X-API-Key": self._key} if self._key else {}
+    async def stream_lines(self, path: str) -> AsyncGenerator[str, None]:
+        """The lines of a streamed answer (``/executions/{id}/logs?follow=true``) as they come."""
+        if self._http is None:
+            raise RemoteError("the client is not open; use 'async with Client(...)'")
         try:
-            with (
-                httpx.Client(base_url=self.url, headers=headers, timeout=None) as http,
-                http.stream("GET", path) as response,
-            ):
-                if response.status_code >= 400:
-                    response.read()
-                    _raise_for(response)
-                yield from response.iter_lines()
-        except httpx.TransportError as exc:
+            async with self._http.get(path) as response:
+                if response.status >= 400:
+                    content = await response.read()
+                    _raise_for(Answer(response.status, response.headers, content, path))
+                async for line in response.content:
+                    if line.strip():
+                        yield line.decode()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise RemoteError(f"cannot reach the daemon at {self.url}: {exc}") from exc
 
     async def health(self) -> dict[str, Any]:
@@ -274,7 +295,19 @@ class Client:
 _PENDING = object()
 
 
-def _result_of(response: httpx.Response, function: str) -> Any:
+def _query(params: dict[str, Any] | None) -> list[tuple[str, str]] | None:
+    """Query parameters as aiohttp takes them: lists repeat the key, booleans are words."""
+    if params is None:
+        return None
+    pairs = []
+    for key, value in params.items():
+        for item in value if isinstance(value, list) else [value]:
+            text = str(item).lower() if isinstance(item, bool) else str(item)
+            pairs.append((key, text))
+    return pairs
+
+
+def _result_of(response: Answer, function: str) -> Any:
     """The result an answer carries; ``_PENDING`` if not finished; raises for a failure."""
     if response.headers.get("content-type", "").startswith(PICKLE):
         return pickle.loads(response.content)
