@@ -270,6 +270,9 @@ class FunctionSpec(_Frozen):
     ``max_concurrency`` caps running executions of this function across all replicas.
     ``cpu``, ``memory`` (GiB), ``ephemeral_disk`` (GiB), ``gpu`` and ``image`` apply to container
     runtimes; process replicas get ``env`` and ``secrets`` as environment variables.
+    ``application`` gives the function its own HTTP entry point on the daemon
+    (``POST /applications/{name}``, the request body its one argument), read with
+    ``input_serializer`` and answered with ``output_serializer`` (json or pickle).
     """
 
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][\w.\-]*$")
@@ -288,8 +291,9 @@ class FunctionSpec(_Frozen):
     secrets: dict[str, str] = Field(default_factory=dict, repr=False)
     requirements: tuple[str, ...] = ()
     description: str = ""
-    input_serializer: Literal["json", "pickle"] = "pickle"
-    output_serializer: Literal["json", "pickle"] = "pickle"
+    application: bool = False
+    input_serializer: Literal["json", "pickle"] = "json"
+    output_serializer: Literal["json", "pickle"] = "json"
 
     @classmethod
     def build(cls, **fields: Any) -> FunctionSpec:

@@ -23,11 +23,12 @@ from fastapi import APIRouter, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import _json
 from ..engine.core import EngineCore
+from ..engine.replica.protocol import PickledArgument
 from ..errors import (
     ConfigurationError,
     EngineClosedError,
@@ -37,8 +38,10 @@ from ..errors import (
     UnknownFunctionError,
 )
 from ..models import (
+    ErrorInfo,
     ExecutionRecord,
     ExecutionStatus,
+    FunctionSpec,
     LogEntry,
     ServiceStatus,
     StatusChange,
@@ -334,6 +337,7 @@ def create_app(engine: Engine, keys: KeyRing, *, max_body_bytes: int) -> FastAPI
     app.include_router(_executions(engine, core))
     app.include_router(_triggers(engine))
     app.include_router(_events_and_services(engine, core))
+    app.include_router(_applications(core))
     return app
 
 
@@ -563,5 +567,96 @@ def _events_and_services(engine: Engine, core: EngineCore) -> APIRouter:
     async def get_service(name: str) -> ServiceStatus:
         """A service's state (Initializing, Active, Error with its error) and load."""
         return engine.service_status(name)
+
+    return router
+
+
+class RequestAccepted(BaseModel):
+    """An application request that has not finished (yet): ask again with its id."""
+
+    request_id: str
+    status: ExecutionStatus
+
+
+def _application(core: EngineCore, name: str) -> FunctionSpec:
+    spec = core.functions.get(name)
+    if spec is None or not spec.application:
+        known = ", ".join(sorted(n for n, s in core.functions.items() if s.application)) or "none"
+        raise UnknownFunctionError(f"no application named {name!r} (applications: {known})")
+    return spec
+
+
+def _application_reply(spec: FunctionSpec, record: ExecutionRecord) -> Response:
+    """200 with the output, 202 while it runs, 502 if the function did not succeed."""
+    headers = {"X-Request-Id": record.id, "X-Execution-Status": record.status.value}
+    if record.status not in _FINISHED:
+        accepted = RequestAccepted(request_id=record.id, status=record.status)
+        return Response(accepted.model_dump_json(), 202, headers, "application/json")
+    if record.status is ExecutionStatus.SUCCEEDED:
+        if spec.output_serializer == "pickle":
+            return Response(record.result or pickle.dumps(None), 200, headers, PICKLE)
+        value = to_execution(record).result
+        try:
+            return Response(_json.dumps(value), 200, headers, "application/json")
+        except (TypeError, ValueError) as exc:
+            error = ErrorInfo(type="SerializationError", message=f"the output is not JSON: {exc}")
+    else:
+        error = view(record).error or ErrorInfo(type="Error", message=record.status.value)
+    failed = Outcome(id=record.id, status=record.status, finished=True, error=error)
+    return Response(failed.model_dump_json(), 502, headers, "application/json")
+
+
+def _applications(core: EngineCore) -> APIRouter:
+    router = APIRouter(prefix="/applications", tags=["applications"])
+    replies: dict[int | str, dict[str, Any]] = {
+        200: {"description": "the output, serialized by the output serializer"},
+        202: {"model": RequestAccepted, "description": "not finished: ask again by its id"},
+        502: {"model": Outcome, "description": "the function failed, timed out or was cancelled"},
+    }
+    body_doc = {
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {}},
+                PICKLE: {"schema": {"type": "string", "format": "binary"}},
+            }
+        }
+    }
+
+    @router.post("/{name}", responses=replies, openapi_extra=body_doc)
+    async def run_application(
+        name: str, request: Request, wait: bool = True, timeout: Wait = 60.0
+    ) -> Response:
+        """Run an application with the request body as its input (JSON unless the
+        application reads pickle). Waits up to ``timeout`` seconds for the output unless
+        ``wait`` is false; either way, a request that has not finished answers 202 with its
+        id."""
+        spec = _application(core, name)
+        body = await request.body()
+        if spec.input_serializer == "pickle":
+            blob = pickle.dumps(((PickledArgument(body),), {}), protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            try:
+                value = _json.loads(body)
+            except ValueError as exc:
+                raise ConfigurationError(f"the request body is not JSON: {exc}") from None
+            blob = pack_input(name, (value,), {})
+        ((execution_id, waiter),) = await core.submit_watched(name, [blob])
+        record = None
+        if wait:
+            with anyio.move_on_after(timeout):
+                record = await core.wait_for(waiter)
+        return _application_reply(spec, record or await core.record(execution_id))
+
+    @router.get("/{name}/requests/{request_id}", responses=replies)
+    async def application_request(name: str, request_id: str, timeout: Wait = 0.0) -> Response:
+        """A request's output, waiting up to ``timeout`` seconds for it."""
+        spec = _application(core, name)
+        try:
+            record = await core.wait(request_id, timeout)
+        except TimeoutError:
+            record = await core.record(request_id)
+        if record.function != name:
+            raise ExecutionNotFoundError(f"application {name!r} has no request {request_id!r}")
+        return _application_reply(spec, record)
 
     return router

@@ -136,6 +136,20 @@ class Engine:
         return register(fn) if fn is not None else register
 
     @overload
+    def application(self, fn: F, /) -> F: ...
+
+    @overload
+    def application(self, fn: None = None, /, **options: Any) -> Callable[[F], F]: ...
+
+    def application(self, fn: F | None = None, /, **options: Any) -> Any:
+        """Register a function as an application: like ``function``, and the daemon serves it
+        at ``POST /applications/{name}`` with the request body as its one argument (read with
+        ``input_serializer``, answered with ``output_serializer``: "json", the default, or
+        "pickle")."""
+        register = self.function(application=True, **options)
+        return register(fn) if fn is not None else register
+
+    @overload
     def service(self, cls: C, /) -> C: ...
 
     @overload

@@ -24,6 +24,23 @@ import pickle
 import struct
 from typing import Any
 
+
+class PickledArgument(bytes):
+    """An argument as a client sent it, still pickled: the engine passes it on without ever
+    unpickling it, and the replica unpickles it just before the call (``load_input``). Only the
+    first positional argument may be one (an application's request input)."""
+
+    __slots__ = ()
+
+
+def load_input(blob: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """An execution's ``(args, kwargs)``."""
+    args, kwargs = pickle.loads(blob)
+    if args and type(args[0]) is PickledArgument:
+        args = (pickle.loads(args[0]), *args[1:])
+    return args, kwargs
+
+
 INIT = "init"
 RUN = "run"
 CANCEL = "cancel"

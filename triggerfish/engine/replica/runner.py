@@ -336,7 +336,7 @@ class Runner:
         try:
             if running.cancelled:
                 raise errors.InvocationCancelledError("cancelled before it started")
-            args, kwargs = pickle.loads(blob)
+            args, kwargs = p.load_input(blob)
             result = target(*args, **kwargs)
             if inspect.isgenerator(result):
                 last = None
@@ -349,7 +349,7 @@ class Runner:
 
     async def _run_async(self, running: Running, target: Callable[..., Any], blob: bytes) -> None:
         try:
-            args, kwargs = pickle.loads(blob)
+            args, kwargs = p.load_input(blob)
             if inspect.isasyncgenfunction(inspect.unwrap(target)):
                 last = None
                 async for last in target(*args, **kwargs):
