@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "ConfigurationError",
+    "DefinitionError",
+    "Deployment",
     "Engine",
     "EngineClosedError",
     "ErrorInfo",
@@ -26,7 +28,10 @@ __all__ = [
     "InvocationFailedError",
     "InvocationTimedOutError",
     "MemoryStore",
+    "PackageDefinition",
+    "PackageRevision",
     "SerializationError",
+    "ServiceDefinition",
     "ServiceSpec",
     "ServiceState",
     "ServiceStatus",
@@ -50,11 +55,15 @@ _HOMES = {
     "Store": "triggerfish.store.abc",
     **dict.fromkeys(
         [
+            "Deployment",
             "ErrorInfo",
             "Execution",
             "ExecutionPage",
             "ExecutionStatus",
             "FunctionSpec",
+            "PackageDefinition",
+            "PackageRevision",
+            "ServiceDefinition",
             "ServiceSpec",
             "ServiceState",
             "ServiceStatus",
@@ -65,6 +74,7 @@ _HOMES = {
     **dict.fromkeys(
         [
             "ConfigurationError",
+            "DefinitionError",
             "EngineClosedError",
             "ExecutionNotFoundError",
             "InvocationCancelledError",
@@ -97,6 +107,7 @@ if TYPE_CHECKING:
     from .engine.replica.context import ExecutionContext, current_context
     from .errors import (
         ConfigurationError,
+        DefinitionError,
         EngineClosedError,
         ExecutionNotFoundError,
         InvocationCancelledError,
@@ -108,11 +119,15 @@ if TYPE_CHECKING:
         UnknownFunctionError,
     )
     from .models import (
+        Deployment,
         ErrorInfo,
         Execution,
         ExecutionPage,
         ExecutionStatus,
         FunctionSpec,
+        PackageDefinition,
+        PackageRevision,
+        ServiceDefinition,
         ServiceSpec,
         ServiceState,
         ServiceStatus,
