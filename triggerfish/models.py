@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from .errors import ConfigurationError, DefinitionError
 
@@ -338,6 +345,13 @@ class FunctionSpec(_Frozen):
         return float(min(self.max_backoff, self.backoff * 2 ** max(0, attempt - 1)))
 
 
+def _max_at_least_min(value: int, info: ValidationInfo) -> int:
+    low = info.data.get("min_replicas", 0)
+    if value < low:
+        raise ValueError(f"max_replicas ({value}) is below min_replicas ({low})")
+    return value
+
+
 class ServiceSpec(_Frozen):
     """A deployment of functions on replicas: between ``min_replicas`` and ``max_replicas``,
     each running up to ``concurrency`` executions at once. An idle replica above the minimum
@@ -354,13 +368,7 @@ class ServiceSpec(_Frozen):
     env: dict[str, str] = Field(default_factory=dict)
     secrets: dict[str, str] = Field(default_factory=dict, repr=False)
 
-    @field_validator("max_replicas")
-    @classmethod
-    def _max_at_least_min(cls, value: int, info: Any) -> int:
-        low = info.data.get("min_replicas", 0)
-        if value < low:
-            raise ValueError(f"max_replicas ({value}) is below min_replicas ({low})")
-        return value
+    _max_at_least_min = field_validator("max_replicas")(_max_at_least_min)
 
     @classmethod
     def build(cls, **fields: Any) -> ServiceSpec:
@@ -698,13 +706,7 @@ class AutoscalerDefinition(_Dataloop):
     queue_length: int | None = Field(default=None, alias="queueLength")
     cooldown_period: float = Field(default=300.0, alias="cooldownPeriod", gt=0)
 
-    @field_validator("max_replicas")
-    @classmethod
-    def _max_at_least_min(cls, value: int, info: Any) -> int:
-        low = info.data.get("min_replicas", 0)
-        if value < low:
-            raise ValueError(f"maxReplicas ({value}) is below minReplicas ({low})")
-        return value
+    _max_at_least_min = field_validator("max_replicas")(_max_at_least_min)
 
 
 class RuntimeDefinition(_Dataloop):
