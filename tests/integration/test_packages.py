@@ -272,3 +272,14 @@ async def test_codebase_download_and_restart_on_the_same_file(
         assert await resize.await_result(old, timeout=20) == "hi model-1 2"
         assert await resize.call_remote(5) == "hi model-2 15"
         assert again.deployments.status("resizer").state is ServiceState.ACTIVE
+
+
+async def test_a_relative_sqlite_path_keeps_codebases_beside_it(
+    tmp_path: Path, code: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with triggerfish.Engine("relative.db", kill_grace=1.0) as engine:
+        pushed = await engine.packages.push(code)
+        await engine.deployments.deploy(service(tmp_path))
+        assert await engine.handle("resizer.resize").call_remote(1) == "hi model-1 2"
+    assert (tmp_path / "codebases" / pushed.codebase_sha256 / "main.py").read_text() == MAIN

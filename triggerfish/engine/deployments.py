@@ -142,7 +142,8 @@ class DeploymentManager:
 
     def __init__(self, core: EngineCore, codebase_dir: Path | None) -> None:
         self.core = core
-        self._codebase_dir = codebase_dir
+        # Absolute: a replica changes its working directory to the codebase it loads.
+        self._codebase_dir = codebase_dir.absolute() if codebase_dir is not None else None
         self._temporary: Path | None = None
         self.current: dict[str, Deployment] = {}
         self.paused: set[str] = set()

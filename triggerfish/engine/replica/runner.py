@@ -450,7 +450,7 @@ def load_codebase(spec: dict[str, Any]) -> dict[str, Callable[..., Any]]:
     The codebase directory goes first on ``sys.path`` (so its own modules import) and becomes
     the working directory (so relative paths in the code find its files).
     """
-    root = spec["path"]
+    root = os.path.abspath(spec["path"])
     sys.path.insert(0, root)
     os.chdir(root)
     entry_point = spec["entry_point"]
