@@ -5,6 +5,8 @@ Every error the library raises on purpose is one of these; errors from the parts
 
     TriggerfishError
     ├── ConfigurationError           a spec, argument or option that cannot be accepted
+    │   ├── DefinitionError          a JSON definition (package, service, trigger) with a bad
+    │   │                            field; ``where`` is its path, like ``modules[0].entryPoint``
     │   ├── UnknownFunctionError     no function of that name is registered
     │   ├── TriggerNotFoundError     no trigger has that id or name
     │   └── SerializationError       arguments or a result that cannot be pickled
@@ -26,6 +28,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "ConfigurationError",
+    "DefinitionError",
     "EngineClosedError",
     "ExecutionNotFoundError",
     "InvocationCancelledError",
@@ -46,6 +49,14 @@ class TriggerfishError(Exception):
 
 class ConfigurationError(TriggerfishError, ValueError):
     """A spec, argument or option that cannot be accepted; the message names it."""
+
+
+class DefinitionError(ConfigurationError):
+    """A JSON definition that cannot be accepted; ``where`` is the path of the bad field."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
 
 
 class UnknownFunctionError(ConfigurationError, LookupError):

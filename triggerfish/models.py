@@ -9,21 +9,32 @@ several times per execution on its hot path; ``Execution.from_record`` makes the
 from __future__ import annotations
 
 import enum
+import json
 import os
+import re
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, DefinitionError
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "AutoscalerDefinition",
     "CronTriggerSpec",
+    "Deployment",
     "ErrorInfo",
     "Event",
     "EventTriggerSpec",
@@ -31,8 +42,16 @@ __all__ = [
     "ExecutionPage",
     "ExecutionRecord",
     "ExecutionStatus",
+    "FunctionOptions",
     "FunctionSpec",
     "LogEntry",
+    "ModuleDefinition",
+    "PackageDefinition",
+    "PackageFunction",
+    "PackageIO",
+    "PackageRevision",
+    "RuntimeDefinition",
+    "ServiceDefinition",
     "ServiceSpec",
     "ServiceState",
     "ServiceStatus",
@@ -42,7 +61,9 @@ __all__ = [
     "TriggerSpec",
     "TriggerStats",
     "allowed_modes",
+    "belongs_to",
     "new_execution_id",
+    "revision_of",
 ]
 
 
@@ -107,12 +128,15 @@ class Execution(_Frozen):
     ``result`` is the return value once SUCCEEDED; for a generator function it is the latest
     yielded value while it runs. ``terminated`` is true once the status is final.
     ``trigger_id`` and ``event`` name the trigger and event that caused it, and ``lineage`` the
-    chain of triggers behind it (what loop protection reads).
+    chain of triggers behind it (what loop protection reads). For a function of a deployed
+    service, ``function`` is the name pinned to the package revision that ran it
+    (``resizer.resize@2``) and ``revision`` is that revision (None for other functions).
     """
 
     id: str
     function: str
     service: str
+    revision: int | None = None
     status: ExecutionStatus
     result: Any = None
     error: ErrorInfo | None = None
@@ -153,6 +177,7 @@ class Execution(_Frozen):
             id=record.id,
             function=record.function,
             service=record.service,
+            revision=revision_of(record.function),
             status=record.status,
             result=result,
             error=error,
@@ -181,6 +206,18 @@ class ExecutionPage(_Frozen):
 
     execution_ids: tuple[str, ...]
     offset: str | None = None
+
+
+def revision_of(function: str) -> int | None:
+    """The package revision a pinned function name carries (``resizer.resize@2`` -> 2)."""
+    _, at, revision = function.rpartition("@")
+    return int(revision) if at and revision.isdigit() else None
+
+
+def belongs_to(function: str, name: str) -> bool:
+    """Whether executions of ``function`` count as executions of ``name``: the same name, or
+    a pinned revision of it (``resizer.resize@2`` belongs to ``resizer.resize``)."""
+    return function == name or ("@" not in name and function.startswith(name + "@"))
 
 
 _id_lock = threading.Lock()
@@ -256,6 +293,10 @@ class ServiceStatus(_Frozen):
     error: ErrorInfo | None = None
 
 
+#: Function and service names; ``@N`` at the end pins a deployed service's package revision.
+NAME_PATTERN = r"^[A-Za-z_][\w.\-]*(@[1-9][0-9]*)?$"
+
+
 def _spec_error(kind: str, exc: ValidationError) -> ConfigurationError:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or kind
@@ -275,7 +316,7 @@ class FunctionSpec(_Frozen):
     ``input_serializer`` and answered with ``output_serializer`` (json or pickle).
     """
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][\w.\-]*$")
+    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
     service: str
     timeout: float = Field(default=300.0, gt=0, le=172800)
     max_attempts: int = Field(default=1, ge=1, le=100)
@@ -308,13 +349,20 @@ class FunctionSpec(_Frozen):
         return float(min(self.max_backoff, self.backoff * 2 ** max(0, attempt - 1)))
 
 
+def _max_at_least_min(value: int, info: ValidationInfo) -> int:
+    low = info.data.get("min_replicas", 0)
+    if value < low:
+        raise ValueError(f"max_replicas ({value}) is below min_replicas ({low})")
+    return value
+
+
 class ServiceSpec(_Frozen):
     """A deployment of functions on replicas: between ``min_replicas`` and ``max_replicas``,
     each running up to ``concurrency`` executions at once. An idle replica above the minimum
     is stopped after ``idle_timeout`` seconds, down to zero if the minimum is zero.
     """
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][\w.\-]*$")
+    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
     runtime: Literal["process"] = "process"
     min_replicas: int = Field(default=1, ge=0, le=1000)
     max_replicas: int = Field(default=1, ge=1, le=1000)
@@ -324,13 +372,7 @@ class ServiceSpec(_Frozen):
     env: dict[str, str] = Field(default_factory=dict)
     secrets: dict[str, str] = Field(default_factory=dict, repr=False)
 
-    @field_validator("max_replicas")
-    @classmethod
-    def _max_at_least_min(cls, value: int, info: Any) -> int:
-        low = info.data.get("min_replicas", 0)
-        if value < low:
-            raise ValueError(f"max_replicas ({value}) is below min_replicas ({low})")
-        return value
+    _max_at_least_min = field_validator("max_replicas")(_max_at_least_min)
 
     @classmethod
     def build(cls, **fields: Any) -> ServiceSpec:
@@ -497,3 +539,236 @@ class TriggerRecord:
                 last_missed_at=_utc(self.last_missed_at) if self.last_missed_at else None,
             ),
         )
+
+
+# -- packages and deployed services (Dataloop's JSON shapes) ----------------------------------
+
+_IDENTIFIER = r"^[A-Za-z_]\w*$"
+_PACKAGE_NAME = r"^[A-Za-z0-9][\w\-]*$"
+#: A deployed service's name: no dots, because its functions are named ``<service>.<function>``.
+DEPLOYED_NAME = r"^[A-Za-z_][\w\-]*$"
+
+
+def definition_error(where: str, exc: ValidationError) -> DefinitionError:
+    """The first problem of ``exc`` as an error naming the field's path (``modules[0].name``)."""
+    first = exc.errors()[0]
+    for part in first["loc"]:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    return DefinitionError(where or "definition", first["msg"])
+
+
+def load_document(document: Any, where: str) -> Any:
+    """A JSON document given as a dict (kept) or as JSON text (parsed)."""
+    if isinstance(document, str | bytes):
+        try:
+            return json.loads(document)
+        except json.JSONDecodeError as exc:
+            raise DefinitionError(where, f"malformed JSON: {exc}") from None
+    return document
+
+
+def _unique(kind: str, names: list[str]) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{kind} {name!r} appears twice")
+        seen.add(name)
+
+
+class _Dataloop(BaseModel):
+    # Field names follow Dataloop's camelCase JSON; Python code may use the snake_case names.
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    _document: ClassVar[str] = "definition"
+
+    @classmethod
+    def parse(cls, document: Any, where: str = "") -> Self:
+        """Validate a dict or JSON text; a bad field raises DefinitionError naming its path."""
+        document = load_document(document, where or cls._document)
+        try:
+            return cls.model_validate(document)
+        except ValidationError as exc:
+            raise definition_error(where, exc) from None
+
+    def to_json(self) -> dict[str, Any]:
+        """The Dataloop JSON form (camelCase names)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class PackageIO(_Dataloop):
+    """An input or output of a function (or an init input of a module): a name and a type."""
+
+    name: str = Field(pattern=_IDENTIFIER, max_length=100)
+    type: str = Field(default="Json", min_length=1, max_length=100)
+    description: str = ""
+    default_value: Any = Field(default=None, alias="defaultValue")
+
+
+class PackageFunction(_Dataloop):
+    """A function of a module: a method of its class, or a function of its entry point."""
+
+    name: str = Field(pattern=_IDENTIFIER, max_length=100)
+    description: str = ""
+    display_name: str = Field(default="", alias="displayName")
+    display_icon: str = Field(default="", alias="displayIcon")
+    input: tuple[PackageIO, ...] = ()
+    output: tuple[PackageIO, ...] = ()
+
+
+class ModuleDefinition(_Dataloop):
+    """Which code of the codebase to load: the ``entry_point`` file, and in it ``class_name``
+    (instantiated once per replica with the service's init params) or, without a class name,
+    the module's plain functions."""
+
+    name: str = Field(default="default_module", pattern=_PACKAGE_NAME, max_length=100)
+    entry_point: str = Field(default="main.py", alias="entryPoint", max_length=500)
+    class_name: str | None = Field(default=None, alias="className", pattern=_IDENTIFIER)
+    init_inputs: tuple[PackageIO, ...] = Field(default=(), alias="initInputs")
+    functions: tuple[PackageFunction, ...] = Field(min_length=1)
+
+    @field_validator("entry_point")
+    @classmethod
+    def _importable_path(cls, value: str) -> str:
+        # The replica imports the file as a module named after its path, so every part of it
+        # must be a Python name; this also keeps it inside the codebase.
+        parts = value.split("/")
+        if not value.endswith(".py") or not all(
+            re.match(_IDENTIFIER, p)
+            for p in [
+                *parts[:-1],
+                parts[-1][:-3],
+            ]
+        ):
+            raise ValueError(
+                f"{value!r} is not a relative path to a .py file made of Python names "
+                "(such as 'main.py' or 'src/app.py')"
+            )
+        return value
+
+    @field_validator("functions")
+    @classmethod
+    def _unique_functions(cls, value: tuple[PackageFunction, ...]) -> tuple[PackageFunction, ...]:
+        _unique("function", [f.name for f in value])
+        return value
+
+    @field_validator("init_inputs")
+    @classmethod
+    def _unique_inputs(cls, value: tuple[PackageIO, ...]) -> tuple[PackageIO, ...]:
+        _unique("init input", [i.name for i in value])
+        return value
+
+
+class PackageDefinition(_Dataloop):
+    """A package.json: the package's name and its modules."""
+
+    _document: ClassVar[str] = "package.json"
+
+    name: str = Field(pattern=_PACKAGE_NAME, max_length=100)
+    version: str | None = None
+    description: str = ""
+    modules: tuple[ModuleDefinition, ...] = Field(min_length=1)
+
+    @field_validator("modules")
+    @classmethod
+    def _unique_modules(cls, value: tuple[ModuleDefinition, ...]) -> tuple[ModuleDefinition, ...]:
+        _unique("module", [m.name for m in value])
+        return value
+
+    def module(self, name: str | None) -> ModuleDefinition:
+        """The module of that name; with None, the only module (or ``default_module``)."""
+        if name is None and len(self.modules) == 1:
+            return self.modules[0]
+        wanted = name or "default_module"
+        for module in self.modules:
+            if module.name == wanted:
+                return module
+        known = ", ".join(m.name for m in self.modules)
+        raise ConfigurationError(
+            f"moduleName: package {self.name!r} has no module {wanted!r} (modules: {known})"
+        )
+
+
+class PackageRevision(_Frozen):
+    """One immutable revision of a package: its definition and the sha256 of its codebase
+    (a zip). Revisions of a package are numbered 1, 2, 3... in the order they were stored."""
+
+    name: str
+    revision: int
+    package: PackageDefinition
+    codebase_sha256: str
+    codebase_size: int
+    created_at: datetime
+
+
+class AutoscalerDefinition(_Dataloop):
+    """Between ``minReplicas`` and ``maxReplicas`` replicas; an idle one above the minimum
+    stops after ``cooldownPeriod`` seconds. ``type`` and ``queueLength`` are accepted and
+    ignored (replicas start when executions wait, whatever the queue length)."""
+
+    type: str = "rabbitmq"
+    min_replicas: int = Field(default=1, alias="minReplicas", ge=0, le=1000)
+    max_replicas: int = Field(default=1, alias="maxReplicas", ge=1, le=1000)
+    queue_length: int | None = Field(default=None, alias="queueLength")
+    cooldown_period: float = Field(default=300.0, alias="cooldownPeriod", gt=0)
+
+    _max_at_least_min = field_validator("max_replicas")(_max_at_least_min)
+
+
+class RuntimeDefinition(_Dataloop):
+    """Where and how wide a service runs. ``runnerImage``, ``gpu`` and ``podType`` are kept
+    for container runtimes; process replicas run with the engine's own interpreter."""
+
+    concurrency: int = Field(default=1, ge=1, le=10000)
+    autoscaler: AutoscalerDefinition = Field(default_factory=AutoscalerDefinition)
+    runner_image: str = Field(default="", alias="runnerImage")
+    gpu: bool = False
+    pod_type: str | None = Field(default=None, alias="podType")
+
+
+class FunctionOptions(_Dataloop):
+    """Per-function settings of a deployed service (unset: the service's, then the defaults)."""
+
+    timeout: float | None = Field(default=None, gt=0, le=172800)
+    max_attempts: int | None = Field(default=None, alias="maxAttempts", ge=1, le=100)
+    max_concurrency: int | None = Field(default=None, alias="maxConcurrency", ge=1)
+
+
+class ServiceDefinition(_Dataloop):
+    """A service JSON: deploy module ``moduleName`` of package ``packageName`` at
+    ``packageRevision`` (a number, or ``"latest"``: the newest at deploy time, then pinned),
+    with ``initParams`` for the module's class, its ``runtime``, and ``triggers`` (Dataloop
+    trigger JSON whose ``function`` names a function of the module).
+    ``executionTimeout`` and ``maxAttempts`` apply to every function unless ``functions``
+    says otherwise for one."""
+
+    _document: ClassVar[str] = "service"
+
+    name: str = Field(pattern=DEPLOYED_NAME, max_length=100)
+    package_name: str = Field(alias="packageName", pattern=_PACKAGE_NAME, max_length=100)
+    package_revision: int | Literal["latest"] = Field(default="latest", alias="packageRevision")
+    module_name: str | None = Field(default=None, alias="moduleName")
+    init_params: dict[str, Any] = Field(default_factory=dict, alias="initParams")
+    runtime: RuntimeDefinition = Field(default_factory=RuntimeDefinition)
+    execution_timeout: float | None = Field(default=None, alias="executionTimeout", gt=0, le=172800)
+    max_attempts: int | None = Field(default=None, alias="maxAttempts", ge=1, le=100)
+    functions: dict[str, FunctionOptions] = Field(default_factory=dict)
+    triggers: tuple[dict[str, Any], ...] = ()
+
+    @field_validator("package_revision")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("a revision is a number from 1, or 'latest'")
+        return value
+
+
+class Deployment(_Frozen):
+    """One version of a deployed service: the service JSON as deployed, with the package
+    revision it pinned. Each deploy of a service makes the next version (1, 2, 3...)."""
+
+    name: str
+    version: int
+    package: str
+    revision: int
+    module: str
+    definition: ServiceDefinition
+    created_at: datetime

@@ -20,7 +20,7 @@ import pickle
 import secrets
 import time
 from collections import deque
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +52,7 @@ from ..models import (
     ServiceStatus,
     TriggerRecord,
     TriggerSpec,
+    belongs_to,
     new_execution_id,
 )
 from ..store.abc import Store
@@ -144,7 +145,16 @@ class EngineCore(PoolCallbacks):
         self.drain_timeout = drain_timeout
         self.services: dict[str, Service] = {}
         self.functions: dict[str, FunctionSpec] = {}
+        # A name that stands for another at submit time: a deployed service's plain function
+        # name (resizer.resize) for the one pinned to its current revision (resizer.resize@2).
+        self.aliases: dict[str, str] = {}
         self.pools: dict[str, ServicePool] = {}
+        self._retired_pools: set[ServicePool] = set()
+        self.inactive: set[str] = set()  # paused services: their pools start Inactive
+        # Run once the store is open, before pools start and unfinished executions are taken
+        # back (deployed services are restored here); and after the store is closed.
+        self.before_recovery: list[Callable[[], Awaitable[None]]] = []
+        self.after_stop: list[Callable[[], Awaitable[None]]] = []
         self.live: dict[str, ExecutionRecord] = {}
         self._placement: dict[str, tuple[ServicePool, Slots]] = {}
         self._stop_reasons: dict[str, str] = {}
@@ -173,17 +183,58 @@ class EngineCore(PoolCallbacks):
 
     def register(self, service: Service) -> None:
         """Add a service and its functions (before or while the engine runs)."""
-        for name in service.functions:
-            if name in self.functions:
-                raise TriggerfishError(f"a function named {name!r} is already registered")
-        self.services[service.spec.name] = service
-        self.functions.update(service.functions)
+        self._add(service, replace=False)
         if self._task_group is not None:
             self._task_group.start_soon(self._start_pool, service)
 
+    async def install(self, service: Service) -> None:
+        """Add a service, or replace the one of the same name. While the engine runs, the new
+        pool is started before this returns and takes over the old one's queue; the old one
+        finishes what it runs, then stops."""
+        self._add(service, replace=True)
+        if self._task_group is not None:
+            await self._start_pool(service)
+
+    def _add(self, service: Service, *, replace: bool) -> None:
+        name = service.spec.name
+        old = self.services.get(name)
+        if old is not None and not replace:
+            raise TriggerfishError(f"a service named {name!r} is already registered")
+        for function in service.functions:
+            owner = self.functions.get(function)
+            if owner is not None and owner.service != name:
+                raise TriggerfishError(f"a function named {function!r} is already registered")
+        if old is not None:
+            for function in old.functions:
+                self.functions.pop(function, None)
+        self.services[name] = service
+        self.functions.update(service.functions)
+
+    def set_min_replicas(self, service: str, minimum: int) -> None:
+        """Change a service's minimum of replicas (an older revision goes down to zero)."""
+        registered = self.services[service]
+        registered.spec = registered.spec.model_copy(update={"min_replicas": minimum})
+        pool = self.pools.get(service)
+        if pool is not None:
+            pool.set_min_replicas(minimum)
+
+    def set_inactive(self, services: Iterable[str], inactive: bool) -> None:
+        """Pause services (their work waits, their replicas stop, their triggers do not fire)
+        or resume them."""
+        for name in services:
+            if inactive:
+                self.inactive.add(name)
+            else:
+                self.inactive.discard(name)
+            pool = self.pools.get(name)
+            if pool is not None:
+                pool.pause() if inactive else pool.resume()
+
     async def start(self, task_group: TaskGroup) -> None:
-        self._task_group = task_group
         await self.store.start(task_group, self._committed)
+        for hook in self.before_recovery:
+            await hook()
+        self._task_group = task_group
         await task_group.start(self._run_clock, name="engine-clock")
         await task_group.start(self.clock.run, name="cron-clock")
         for service in self.services.values():
@@ -203,15 +254,32 @@ class EngineCore(PoolCallbacks):
 
     async def _start_pool(self, service: Service) -> None:
         assert self._task_group is not None
+        name = service.spec.name
         pool = ServicePool(
             service.spec, service.functions, service.init_payload, self.runtime, self
         )
-        self.pools[service.spec.name] = pool
-        await self._task_group.start(pool.run, self._task_group, name=f"pool-{service.spec.name}")
-        for record in list(self.live.values()):  # executions waiting for this function
-            waiting = record.status is PENDING and record.id not in self._backoff
-            if waiting and record.function in service.functions:
+        pool.inactive = name in self.inactive
+        old = self.pools.get(name)
+        self.pools[name] = pool  # from now on, new executions queue here
+        if old is not None:
+            self._retired_pools.add(old)
+            waiting = old.retire()
+        else:  # executions waiting for this function
+            waiting = [
+                r
+                for r in self.live.values()
+                if r.status is PENDING
+                and r.id not in self._backoff
+                and r.function in service.functions
+            ]
+        now = time.time()
+        for record in waiting:
+            if record.function in service.functions:
                 pool.enqueue(record)
+            else:
+                record.error = ("UnknownFunctionError", f"{name} has no {record.function}", "")
+                self._finish(record, ExecutionStatus.FAILED, record.error[1], now)
+        await self._task_group.start(pool.run, self._task_group, name=f"pool-{name}")
 
     async def _recover(self) -> None:
         """Take back what a previous run of the engine left unfinished."""
@@ -263,9 +331,11 @@ class EngineCore(PoolCallbacks):
                 )
                 self.store.save(record)
             async with anyio.create_task_group() as tg:
-                for pool in self.pools.values():
+                for pool in [*self.pools.values(), *self._retired_pools]:
                     tg.start_soon(pool.stop, self.kill_grace)
             await self.store.aclose()
+            for hook in self.after_stop:
+                await hook()
             for waiter in self._waiters.values():  # nobody waits forever on a stopped engine
                 waiter.event.set()
             self._waiters.clear()
@@ -276,15 +346,16 @@ class EngineCore(PoolCallbacks):
 
     # -- starting, reading, cancelling ----------------------------------------------------
 
-    def _check_running(self) -> None:
+    def check_running(self) -> None:
         if not self.running:
             raise EngineClosedError("the engine is not running; use 'async with engine:'")
 
     def spec_of(self, function: str) -> FunctionSpec:
+        """The spec of a function, or of the function an alias stands for now."""
         try:
-            return self.functions[function]
+            return self.functions[self.aliases.get(function, function)]
         except KeyError:
-            known = ", ".join(sorted(self.functions)) or "none"
+            known = ", ".join(sorted({*self.functions, *self.aliases})) or "none"
             raise UnknownFunctionError(
                 f"no function named {function!r} is registered (registered: {known})"
             ) from None
@@ -324,7 +395,7 @@ class EngineCore(PoolCallbacks):
         parent_id: str | None,
         lineage: tuple[str, ...] = (),
     ) -> list[ExecutionRecord]:
-        self._check_running()
+        self.check_running()
         spec = self.spec_of(function)
         pool = self.pools[spec.service]
         now = time.time()
@@ -332,7 +403,7 @@ class EngineCore(PoolCallbacks):
         for blob in inputs:
             record = ExecutionRecord(
                 id=new_execution_id(),
-                function=function,
+                function=spec.name,
                 service=spec.service,
                 input=blob,
                 max_attempts=spec.max_attempts,
@@ -379,7 +450,7 @@ class EngineCore(PoolCallbacks):
         """The record once its final status is committed. TimeoutError after ``timeout``."""
         with anyio.fail_after(timeout):
             if execution_id in self.live:
-                self._check_running()
+                self.check_running()
                 return await self.wait_for(self._watch(execution_id))
             stored = await self.store.get(execution_id)
             if stored is None:
@@ -388,7 +459,7 @@ class EngineCore(PoolCallbacks):
                 return stored
             if execution_id not in self.live:
                 # Unfinished in the store but not live here: only a running engine takes it on.
-                self._check_running()
+                self.check_running()
             return await self.wait_for(self._watch(execution_id))
 
     @staticmethod
@@ -400,7 +471,7 @@ class EngineCore(PoolCallbacks):
 
     async def cancel(self, execution_id: str) -> None:
         """Cancel an execution: at once if queued, via CANCELLING if running; no-op if final."""
-        self._check_running()
+        self.check_running()
         record = await self.record(execution_id)
         if record.terminated or record.id not in self.live:
             return
@@ -419,7 +490,7 @@ class EngineCore(PoolCallbacks):
 
     async def rerun(self, function: str, execution_ids: Iterable[str] | None = None) -> list[str]:
         """Run FAILED and TIMED_OUT executions of ``function`` again; returns their ids."""
-        self._check_running()
+        self.check_running()
         spec = self.spec_of(function)
         await self.store.flush()
         failed = (ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT)
@@ -427,18 +498,21 @@ class EngineCore(PoolCallbacks):
             records = await self.store.find(function=function, statuses=failed)
         else:
             records = [await self.record(i) for i in execution_ids]
-            records = [r for r in records if r.status in failed and r.function == function]
+            records = [
+                r for r in records if r.status in failed and belongs_to(r.function, function)
+            ]
         now = time.time()
         # Claimed with no await in between: a concurrent rerun finds them live and skips them.
         records = [r for r in records if r.id not in self.live]
         for record in records:
             self.live[record.id] = record
-            record.max_attempts = record.attempts + spec.max_attempts
+            own = self.functions.get(record.function, spec)  # an older revision's own spec
+            record.max_attempts = record.attempts + own.max_attempts
             record.error = None
             record.result = None
             record.finished_at = None
             self._status(record, PENDING, "rerun", now)
-            self.pools[spec.service].enqueue(record)
+            self._requeue(record)
         return [r.id for r in records]
 
     def service_status(self, name: str) -> ServiceStatus:
@@ -448,9 +522,14 @@ class EngineCore(PoolCallbacks):
         error = None
         if pool.error is not None:
             error = ErrorInfo(type=pool.error[0], message=pool.error[1], traceback=pool.error[2])
+        state = pool.state
+        if not self.running or pool.inactive:
+            state = ServiceState.INACTIVE
+        elif state is ServiceState.INITIALIZING and not pool.starting and not pool.replicas:
+            state = ServiceState.ACTIVE  # nothing to start yet: it scales up from zero on demand
         return ServiceStatus(
             name=name,
-            state=pool.state if self.running else ServiceState.INACTIVE,
+            state=state,
             replicas=sum(1 for s in pool.replicas.values() if s.open),
             busy_slots=pool.busy_slots,
             queued=pool.queued,
@@ -468,7 +547,7 @@ class EngineCore(PoolCallbacks):
         lineage: tuple[str, ...] = (),
     ) -> list[str]:
         """Publish an event; returns the ids of the executions it caused, once committed."""
-        self._check_running()
+        self.check_running()
         for name, value in (("resource", resource), ("action", action)):
             if not isinstance(value, str) or not value:
                 raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
@@ -497,16 +576,16 @@ class EngineCore(PoolCallbacks):
         event: dict[str, Any],
         once: tuple[str, str] | None,
     ) -> ExecutionRecord | None:
-        spec = self.functions.get(trigger.spec.function)
+        function = trigger.spec.function
+        spec = self.functions.get(self.aliases.get(function, function))
         now = time.time()
         if spec is None:
-            trigger.suppressed += 1
-            trigger.last_suppressed_reason = f"function {trigger.spec.function!r} is not registered"
-            trigger.last_suppressed_at = now
-            self.store.save_trigger(trigger)
-            logger.error(
-                "trigger_function_missing", trigger_id=trigger.id, function=trigger.spec.function
-            )
+            self._suppress(trigger, f"function {function!r} is not registered", now)
+            logger.error("trigger_function_missing", trigger_id=trigger.id, function=function)
+            return None
+        if spec.service in self.inactive:
+            self._suppress(trigger, f"service {spec.service!r} is paused", now)
+            logger.info("trigger_service_paused", trigger_id=trigger.id, service=spec.service)
             return None
         args = (body,) if isinstance(trigger.spec, EventTriggerSpec) else ()
         record = ExecutionRecord(
@@ -525,6 +604,12 @@ class EngineCore(PoolCallbacks):
         self._born[record.id] = record
         self.store.create(record, once)
         return record
+
+    def _suppress(self, trigger: TriggerRecord, reason: str, now: float) -> None:
+        trigger.suppressed += 1
+        trigger.last_suppressed_reason = reason
+        trigger.last_suppressed_at = now
+        self.store.save_trigger(trigger)
 
     def _cron_fire(self, trigger_id: str, when: datetime, lateness: float) -> None:
         trigger = self.trigger_records.get(trigger_id)
@@ -580,7 +665,7 @@ class EngineCore(PoolCallbacks):
 
     async def put_trigger(self, spec: TriggerSpec, trigger_id: str | None = None) -> TriggerRecord:
         """Create a trigger, or replace the spec of ``trigger_id``; stored before returning."""
-        self._check_running()
+        self.check_running()
         validate_spec(spec)
         self.spec_of(spec.function)
         clash = next((t for t in self.trigger_records.values() if t.spec.name == spec.name), None)
@@ -602,7 +687,7 @@ class EngineCore(PoolCallbacks):
         return trigger
 
     async def delete_trigger(self, trigger: str) -> None:
-        self._check_running()
+        self.check_running()
         found = self.find_trigger(trigger)
         del self.trigger_records[found.id]
         self.bus.forget(found.id)

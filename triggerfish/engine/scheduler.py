@@ -82,7 +82,9 @@ class ServicePool(ReplicaListener):
         self.starting = 0
         self.state = ServiceState.INITIALIZING
         self.error: ErrorTriple | None = None
-        self.paused = False
+        self.paused = False  # the engine is stopping
+        self.inactive = False  # the service is paused (Inactive): no replicas, work waits
+        self.retired = False  # replaced by a new pool: it finishes its work and stops
         self._wake = anyio.Event()
         self._idle = DeadlineQueue(lambda: self._wake.set())
         self._task_group: TaskGroup | None = None
@@ -124,8 +126,47 @@ class ServicePool(ReplicaListener):
         if slots.assigned.pop(record.id, None) is not None:
             self.running[record.function] -= 1
             if not slots.assigned:
-                self._arm_idle(slots)
+                if self.inactive or self.retired:
+                    self._retire(slots)
+                else:
+                    self._arm_idle(slots)
             self._wake.set()
+
+    def pause(self) -> None:
+        """Inactive: start nothing more; idle replicas stop now, busy ones once their work
+        ends. Queued and new executions wait for ``resume``."""
+        self.inactive = True
+        for slots in list(self.replicas.values()):
+            if not slots.assigned:
+                self._retire(slots)
+        self._wake.set()
+
+    def resume(self) -> None:
+        self.inactive = False
+        self._wake.set()
+
+    def retire(self) -> list[ExecutionRecord]:
+        """Replaced by a new pool: hand back the queue, finish what runs, then stop."""
+        self.retired = True
+        queued = self.drain_queue()
+        for slots in list(self.replicas.values()):
+            if not slots.assigned:
+                self._retire(slots)
+        self._wake.set()
+        return queued
+
+    def set_min_replicas(self, minimum: int) -> None:
+        """Lower (or raise) the minimum; idle replicas above it stop after the idle timeout."""
+        self.spec = self.spec.model_copy(update={"min_replicas": minimum})
+        for slots in self.replicas.values():
+            if slots.open and not slots.assigned:
+                self._arm_idle(slots)
+        self._wake.set()
+
+    @property
+    def halted(self) -> bool:
+        """Whether it may start neither replicas nor executions."""
+        return self.paused or self.inactive or self.retired
 
     @property
     def busy_slots(self) -> int:
@@ -142,6 +183,9 @@ class ServicePool(ReplicaListener):
         self._task_group = task_group
         task_status.started()
         while not self._stopping:
+            if self.retired and not self.busy_slots and not self.starting:
+                await self.stop(5.0)
+                return
             self._scale()
             self._dispatch()
             deadline = self._idle.next_deadline()
@@ -162,7 +206,7 @@ class ServicePool(ReplicaListener):
                     tg.start_soon(slots.replica.stop, grace)
 
     def _dispatch(self) -> None:
-        if not self.queued or self.paused:
+        if not self.queued or self.halted:
             return
         capacity = self.spec.concurrency
         ready = [s for s in self.replicas.values() if s.open and len(s.assigned) < capacity]
@@ -203,7 +247,7 @@ class ServicePool(ReplicaListener):
 
     def _scale(self) -> None:
         """Start replicas up to what the queue needs (within min..max)."""
-        if self._stopping or self.paused:
+        if self._stopping or self.halted:
             return
         live = self._serving() + self.starting
         if self.state is ServiceState.ERROR:
@@ -244,10 +288,16 @@ class ServicePool(ReplicaListener):
         slots = self.replicas.get(replica_id)
         if slots is None or slots.assigned or self._serving() <= self.spec.min_replicas:
             return
+        self._retire(slots)
+
+    def _retire(self, slots: Slots) -> None:
+        if slots.retiring:
+            return
         slots.retiring = True
-        logger.info("replica_idle_stopped", service=self.spec.name, replica_id=replica_id)
+        self._idle.disarm(slots.replica.id)
+        logger.info("replica_idle_stopped", service=self.spec.name, replica_id=slots.replica.id)
         assert self._task_group is not None
-        self._task_group.start_soon(slots.replica.stop, 5.0, name=f"stop-{replica_id}")
+        self._task_group.start_soon(slots.replica.stop, 5.0, name=f"stop-{slots.replica.id}")
 
     # -- what replicas tell us (ReplicaListener) ------------------------------------------
 
@@ -261,7 +311,10 @@ class ServicePool(ReplicaListener):
             self.starting -= 1
             self.state = ServiceState.ACTIVE
             self.error = None
-            self._arm_idle(slots)
+            if self.inactive or self.retired:  # paused or replaced while it started
+                self._retire(slots)
+            else:
+                self._arm_idle(slots)
             self._wake.set()
             messages = messages[1:]
         elif first == protocol.INIT_FAILED:
@@ -292,7 +345,7 @@ class ServicePool(ReplicaListener):
             return
         for record in slots.assigned.values():
             self.running[record.function] -= 1
-        if not self._stopping:
+        if not self._stopping and not slots.retiring:
             logger.warning(
                 "replica_died", service=self.spec.name, replica_id=replica.id, reason=reason
             )

@@ -14,6 +14,7 @@ import anyio
 import cloudpickle
 
 from ..engine.core import EngineCore, Service
+from ..engine.deployments import DeploymentManager, pinned
 from ..engine.runtimes.abc import Runtime
 from ..errors import ConfigurationError, EngineClosedError, UnknownFunctionError
 from ..models import (
@@ -28,6 +29,7 @@ from ..models import (
 from ..store.abc import Store
 from ..store.sqlite import SqliteStore
 from .handle import FunctionHandle, list_page, to_execution
+from .packages import Deployments, Packages
 from .triggers import Triggers, to_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,6 +59,15 @@ def _replica_fields(replicas: int | tuple[int, int] | None, fields: dict[str, An
         fields["min_replicas"], fields["max_replicas"] = replicas
 
 
+def _codebase_dir(store: Store, given: str | Path | None) -> Path | None:
+    """Beside a sqlite file, codebases outlive the engine; else a temporary directory."""
+    if given is not None:
+        return Path(given)
+    if isinstance(store, SqliteStore) and store.path != ":memory:":
+        return Path(store.path).parent / "codebases"
+    return None
+
+
 def _store_from(store: Store | str | Path | None) -> Store:
     if store is None:
         return SqliteStore(":memory:")
@@ -77,6 +88,10 @@ class Engine:
     ``drain_timeout`` seconds, puts the rest back to PENDING for the next start, and stops
     every replica. ``max_lineage_depth`` caps how long a chain of triggered executions may
     grow (loop protection); ``engine.triggers`` manages triggers while it runs.
+
+    ``engine.packages`` and ``engine.deployments`` push package revisions and deploy services
+    from them. Codebases are extracted to ``codebase_dir``: by default a ``codebases``
+    directory beside the sqlite file, or a temporary one for a store in memory.
     """
 
     def __init__(
@@ -87,9 +102,11 @@ class Engine:
         kill_grace: float = 5.0,
         drain_timeout: float = 10.0,
         max_lineage_depth: int = 10,
+        codebase_dir: str | Path | None = None,
     ) -> None:
+        chosen = _store_from(store)
         self._core = EngineCore(
-            _store_from(store),
+            chosen,
             runtime,
             kill_grace=kill_grace,
             drain_timeout=drain_timeout,
@@ -98,6 +115,9 @@ class Engine:
         self._names: dict[Any, str] = {}
         self._initial_triggers: list[TriggerSpec] = []
         self.triggers = Triggers(self._core)
+        manager = DeploymentManager(self._core, _codebase_dir(chosen, codebase_dir))
+        self.packages = Packages(manager)
+        self.deployments = Deployments(manager, self.triggers)
         self._stack: AsyncExitStack | None = None
         self._blocking: Any = None
 
@@ -220,11 +240,20 @@ class Engine:
 
     # -- handles --------------------------------------------------------------------------
 
-    def handle(self, function: Callable[..., Any] | str) -> FunctionHandle:
-        """The handle of a registered function, by the function itself or by its name."""
+    def handle(
+        self, function: Callable[..., Any] | str, *, revision: int | None = None
+    ) -> FunctionHandle:
+        """The handle of a registered function, by the function itself or by its name.
+
+        A deployed service's function is named ``"<service>.<function>"``: each start runs
+        the revision its current version pins. ``revision=1`` (or the name
+        ``"<service>.<function>@1"``) runs package revision 1, which a version of the service
+        must have deployed."""
         name = function if isinstance(function, str) else self._names.get(function)
         if name is None:
             raise UnknownFunctionError(f"{function!r} is not registered with this engine")
+        if revision is not None:
+            name = pinned(name, revision)
         self._core.spec_of(name)
         return FunctionHandle(self._core, name)
 

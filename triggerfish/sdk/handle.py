@@ -13,7 +13,7 @@ import cloudpickle
 
 from ..engine.core import EngineCore, Waiter, raise_for_outcome
 from ..errors import ConfigurationError, SerializationError
-from ..models import Execution, ExecutionPage, ExecutionRecord, ExecutionStatus
+from ..models import Execution, ExecutionPage, ExecutionRecord, ExecutionStatus, belongs_to
 
 
 def pack_input(function: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
@@ -143,7 +143,9 @@ class FunctionHandle:
         status: ExecutionStatus | str | Iterable[ExecutionStatus | str] | None = None,
     ) -> ExecutionPage:
         """Execution ids newest first, ``limit`` at a time; pass the page's ``offset`` back for
-        the next page (None on the last one)."""
+        the next page (None on the last one). For a deployed function named without a
+        revision (``resizer.resize``) the executions of every revision are listed; a handle
+        with a revision lists that revision's only."""
         return await list_page(
             self._core, function=self.name, status=status, offset=offset, limit=limit
         )
@@ -192,7 +194,9 @@ class FunctionHandle:
         """Wait until no execution of this function is unfinished."""
         with anyio.fail_after(timeout):
             while True:
-                unfinished = [r.id for r in self._core.live.values() if r.function == self.name]
+                unfinished = [
+                    r.id for r in self._core.live.values() if belongs_to(r.function, self.name)
+                ]
                 if not unfinished:
                     return
                 for execution_id in unfinished:

@@ -2,17 +2,69 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from ..errors import EngineClosedError
-from ..models import ExecutionRecord, TriggerRecord
+from ..errors import ConfigurationError, EngineClosedError
+from ..models import (
+    Deployment,
+    ExecutionRecord,
+    PackageDefinition,
+    PackageRevision,
+    ServiceDefinition,
+    TriggerRecord,
+)
 from .abc import CommitListener, Store
+
+T = TypeVar("T")
+
+
+def next_revision(
+    package: PackageDefinition,
+    latest: tuple[int, str, int] | None,
+    codebase: bytes | None,
+    created_at: float,
+) -> PackageRevision:
+    """The revision after ``latest`` (revision, sha256, size), with ``codebase`` or, with
+    None, the latest one's."""
+    if codebase is not None:
+        sha256, size = hashlib.sha256(codebase).hexdigest(), len(codebase)
+    elif latest is not None:
+        _, sha256, size = latest
+    else:
+        raise ConfigurationError(
+            f"package {package.name!r} has no revision whose codebase an update could reuse"
+        )
+    return PackageRevision(
+        name=package.name,
+        revision=(latest[0] if latest else 0) + 1,
+        package=package,
+        codebase_sha256=sha256,
+        codebase_size=size,
+        created_at=datetime.fromtimestamp(created_at, UTC),
+    )
+
+
+def next_version(
+    definition: ServiceDefinition, module: str, revision: int, last: int, created_at: float
+) -> Deployment:
+    """The service version after version ``last`` (0 for a new service)."""
+    return Deployment(
+        name=definition.name,
+        version=last + 1,
+        package=definition.package_name,
+        revision=revision,
+        module=module,
+        definition=definition.model_copy(update={"package_revision": revision}),
+        created_at=datetime.fromtimestamp(created_at, UTC),
+    )
 
 
 @dataclass(slots=True)
@@ -47,6 +99,9 @@ class GroupCommitStore(Store):
         self._listener: CommitListener | None = None
         self._closing = False
         self._stopped: anyio.Event | None = None
+        # Held by each group commit and by each rare direct write, so that a direct write's
+        # transaction never interleaves with a commit's.
+        self._writing = anyio.Lock()
 
     @abstractmethod
     async def _open(self) -> None: ...
@@ -110,6 +165,14 @@ class GroupCommitStore(Store):
         self._triggers[trigger_id] = None
         self._wake.set()
 
+    async def _exclusive(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` (a direct write) between two group commits."""
+        self._check_open()
+        async with self._writing:
+            with anyio.CancelScope(shield=True):  # begun, a transaction is finished
+                result = await work()
+        return result
+
     def _has_pending(self) -> bool:
         return bool(self._pending or self._triggers)
 
@@ -146,7 +209,8 @@ class GroupCommitStore(Store):
         statuses = [(r.id, r.status) for r in pending.values()]
         # A commit that has begun finishes even when the engine is being cancelled.
         with anyio.CancelScope(shield=True):
-            refused = await self._write(batch)
+            async with self._writing:
+                refused = await self._write(batch)
         self._inflight_committed = None
         done.set()
         if self._listener is not None:

@@ -13,7 +13,15 @@ from collections.abc import Callable, Collection, Sequence
 
 from anyio.abc import TaskGroup
 
-from ..models import ExecutionRecord, ExecutionStatus, TriggerRecord
+from ..models import (
+    Deployment,
+    ExecutionRecord,
+    ExecutionStatus,
+    PackageDefinition,
+    PackageRevision,
+    ServiceDefinition,
+    TriggerRecord,
+)
 
 __all__ = ["CommitListener", "Store"]
 
@@ -39,6 +47,14 @@ class Store(ABC):
     * Trigger records are saved and deleted through the same writer, in the same commits.
     * The commit listener is called after each commit, in commit order, with what was written.
     * Reads return copies: changing a returned record never changes the store.
+    * A ``function`` filter names a function; the executions of its pinned revisions
+      (``name@1``, ``name@2``... the functions of a deployed service) count as its own, while
+      ``name@2`` selects that revision only.
+    * Packages, their revisions and the versions of deployed services are rare writes: each
+      such method writes in a transaction of its own, between two group commits (never inside
+      one), and returns once it is committed. Revision and version numbers are given by the
+      store, 1 for the first and one more than the last after that, so two concurrent writers
+      never get the same number.
     """
 
     @abstractmethod
@@ -102,6 +118,47 @@ class Store(ABC):
         self, *, function: str | None = None, statuses: Collection[ExecutionStatus] | None = None
     ) -> list[ExecutionRecord]:
         """Every record of a function (or all) in the given statuses, oldest first."""
+
+    # -- packages and deployed services --------------------------------------------------
+
+    @abstractmethod
+    async def add_package_revision(
+        self, package: PackageDefinition, codebase: bytes | None, created_at: float
+    ) -> PackageRevision:
+        """Store the next revision of ``package.name`` with ``codebase`` (a zip), or with None
+        the codebase of its latest revision (ConfigurationError if it has none). Codebases are
+        kept once per content (sha256), however many revisions share one."""
+
+    @abstractmethod
+    async def package_revisions(self, name: str) -> list[PackageRevision]:
+        """Every revision of a package, oldest first; empty if there is no such package."""
+
+    @abstractmethod
+    async def package_names(self) -> list[str]:
+        """The names of every stored package, sorted."""
+
+    @abstractmethod
+    async def codebase(self, sha256: str) -> bytes | None:
+        """The codebase with that sha256, as it was stored; None if there is none."""
+
+    @abstractmethod
+    async def add_service_version(
+        self, definition: ServiceDefinition, module: str, revision: int, created_at: float
+    ) -> Deployment:
+        """Store the next version of service ``definition.name``, pinned to package revision
+        ``revision``. A new service starts active; a known one keeps its active flag."""
+
+    @abstractmethod
+    async def service_versions(self, name: str | None = None) -> list[Deployment]:
+        """Every version of a service (or of all), by name then version."""
+
+    @abstractmethod
+    async def set_service_active(self, name: str, active: bool) -> None:
+        """Mark a deployed service active or paused (kept across restarts)."""
+
+    @abstractmethod
+    async def inactive_services(self) -> set[str]:
+        """The names of the deployed services that are paused."""
 
     @abstractmethod
     async def count_by_status(self, *, function: str | None = None) -> dict[ExecutionStatus, int]:

@@ -5,8 +5,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Collection
 
-from ..models import ExecutionRecord, ExecutionStatus, TriggerRecord
-from ._writer import Batch, GroupCommitStore
+from ..models import (
+    Deployment,
+    ExecutionRecord,
+    ExecutionStatus,
+    PackageDefinition,
+    PackageRevision,
+    ServiceDefinition,
+    TriggerRecord,
+    belongs_to,
+)
+from ._writer import Batch, GroupCommitStore, next_revision, next_version
 
 __all__ = ["MemoryStore"]
 
@@ -26,6 +35,10 @@ class MemoryStore(GroupCommitStore):
         self._rows: dict[str, ExecutionRecord] = {}
         self._fires: dict[tuple[str, str], str] = {}
         self._trigger_rows: dict[str, TriggerRecord] = {}
+        self._revisions: dict[str, list[PackageRevision]] = {}
+        self._codebases: dict[str, bytes] = {}
+        self._versions: dict[str, list[Deployment]] = {}
+        self._inactive: set[str] = set()
 
     async def _open(self) -> None:
         pass
@@ -66,7 +79,7 @@ class MemoryStore(GroupCommitStore):
         return [
             r
             for r in self._rows.values()
-            if (function is None or r.function == function)
+            if (function is None or belongs_to(r.function, function))
             and (wanted is None or r.status in wanted)
         ]
 
@@ -102,6 +115,53 @@ class MemoryStore(GroupCommitStore):
         self, *, function: str | None = None, statuses: Collection[ExecutionStatus] | None = None
     ) -> list[ExecutionRecord]:
         return [_copy(r) for r in sorted(self._select(function, statuses), key=lambda r: r.id)]
+
+    # Package and service writes have no await inside: each is atomic on the event loop.
+
+    async def add_package_revision(
+        self, package: PackageDefinition, codebase: bytes | None, created_at: float
+    ) -> PackageRevision:
+        self._check_open()
+        revisions = self._revisions.get(package.name, [])
+        last = revisions[-1] if revisions else None
+        latest = (last.revision, last.codebase_sha256, last.codebase_size) if last else None
+        revision = next_revision(package, latest, codebase, created_at)
+        if codebase is not None:
+            self._codebases.setdefault(revision.codebase_sha256, bytes(codebase))
+        self._revisions.setdefault(package.name, []).append(revision)
+        return revision
+
+    async def package_revisions(self, name: str) -> list[PackageRevision]:
+        return list(self._revisions.get(name, []))
+
+    async def package_names(self) -> list[str]:
+        return sorted(self._revisions)
+
+    async def codebase(self, sha256: str) -> bytes | None:
+        return self._codebases.get(sha256)
+
+    async def add_service_version(
+        self, definition: ServiceDefinition, module: str, revision: int, created_at: float
+    ) -> Deployment:
+        self._check_open()
+        versions = self._versions.setdefault(definition.name, [])
+        deployment = next_version(definition, module, revision, len(versions), created_at)
+        versions.append(deployment)
+        return deployment
+
+    async def service_versions(self, name: str | None = None) -> list[Deployment]:
+        names = sorted(self._versions) if name is None else [name]
+        return [d for n in names for d in self._versions.get(n, [])]
+
+    async def set_service_active(self, name: str, active: bool) -> None:
+        self._check_open()
+        if active:
+            self._inactive.discard(name)
+        else:
+            self._inactive.add(name)
+
+    async def inactive_services(self) -> set[str]:
+        return set(self._inactive)
 
     async def count_by_status(self, *, function: str | None = None) -> dict[ExecutionStatus, int]:
         counts = dict.fromkeys(ExecutionStatus, 0)

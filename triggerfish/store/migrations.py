@@ -50,3 +50,35 @@ MIGRATIONS += (
     ) WITHOUT ROWID;
     """,
 )
+
+MIGRATIONS += (
+    """
+    CREATE TABLE codebases (
+        sha256 TEXT PRIMARY KEY,
+        data BLOB NOT NULL
+    );
+    CREATE TABLE package_revisions (
+        name TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        package TEXT NOT NULL,
+        codebase_sha256 TEXT NOT NULL REFERENCES codebases (sha256),
+        codebase_size INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (name, revision)
+    ) WITHOUT ROWID;
+    CREATE TABLE service_versions (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        package TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        module TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (name, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE services (
+        name TEXT PRIMARY KEY,
+        active INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)

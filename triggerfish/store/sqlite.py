@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,12 +22,16 @@ from .._json import loads
 from ..errors import EngineClosedError
 from ..models import (
     CronTriggerSpec,
+    Deployment,
     EventTriggerSpec,
     ExecutionRecord,
     ExecutionStatus,
+    PackageDefinition,
+    PackageRevision,
+    ServiceDefinition,
     TriggerRecord,
 )
-from ._writer import Batch, GroupCommitStore
+from ._writer import Batch, GroupCommitStore, next_revision, next_version
 from .migrations import MIGRATIONS
 
 __all__ = ["SqliteStore"]
@@ -139,9 +145,13 @@ def _where(
 ) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
-    if function is not None:
+    if function is not None and "@" in function:
         clauses.append("function = ?")
         params.append(function)
+    elif function is not None:
+        # The function and its pinned revisions (name@1, name@2...): ':' follows the digits.
+        clauses.append("(function = ? OR function BETWEEN ? AND ?)")
+        params.extend((function, f"{function}@0", f"{function}@:"))
     if statuses is not None:
         clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
         params.extend(ExecutionStatus(s).value for s in statuses)
@@ -186,15 +196,13 @@ class SqliteStore(GroupCommitStore):
         return _trigger_row(trigger)
 
     async def _write(self, batch: Batch) -> set[str]:
-        db = self._conn
         if batch.simple:
             # Each statement commits on its own; a row holds a whole execution, so a crash
             # between two statements leaves every row whole (waiters hear after the last one).
             await self._upsert_executions([row for _, row in batch.executions])
             return set()
         # Fire records, the executions they allow, and trigger rows: one transaction.
-        await db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction() as db:
             refused = await self._insert_fires(batch.once)
             rows = [row for eid, row in batch.executions if eid not in refused]
             await self._upsert_executions(rows)
@@ -202,11 +210,18 @@ class SqliteStore(GroupCommitStore):
                 await db.executemany(_TRIGGER_UPSERT, batch.triggers)
             for trigger_id in batch.deleted_triggers:
                 await db.execute("DELETE FROM triggers WHERE id = ?", (trigger_id,))
+        return refused
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        db = self._conn
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
         except BaseException:
             await db.execute("ROLLBACK")
             raise
         await db.execute("COMMIT")
-        return refused
 
     async def _upsert_executions(self, rows: list[Any]) -> None:
         for start in range(0, len(rows), _ROWS_PER_STATEMENT):
@@ -293,6 +308,139 @@ class SqliteStore(GroupCommitStore):
             f"SELECT {_COLUMNS} FROM executions {where} ORDER BY id", params
         )
         return [_record(row) for row in await cursor.fetchall()]
+
+    # -- packages and deployed services --------------------------------------------------
+
+    async def add_package_revision(
+        self, package: PackageDefinition, codebase: bytes | None, created_at: float
+    ) -> PackageRevision:
+        async def write() -> PackageRevision:
+            async with self._transaction() as db:
+                cursor = await db.execute(
+                    "SELECT revision, codebase_sha256, codebase_size FROM package_revisions "
+                    "WHERE name = ? ORDER BY revision DESC LIMIT 1",
+                    (package.name,),
+                )
+                latest = await cursor.fetchone()
+                revision = next_revision(
+                    package, tuple(latest) if latest else None, codebase, created_at
+                )
+                if codebase is not None:
+                    await db.execute(
+                        "INSERT INTO codebases (sha256, data) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                        (revision.codebase_sha256, codebase),
+                    )
+                await db.execute(
+                    "INSERT INTO package_revisions (name, revision, package, codebase_sha256, "
+                    "codebase_size, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        package.name,
+                        revision.revision,
+                        package.model_dump_json(by_alias=True),
+                        revision.codebase_sha256,
+                        revision.codebase_size,
+                        created_at,
+                    ),
+                )
+            return revision
+
+        return await self._exclusive(write)
+
+    async def package_revisions(self, name: str) -> list[PackageRevision]:
+        cursor = await self._conn.execute(
+            "SELECT revision, package, codebase_sha256, codebase_size, created_at "
+            "FROM package_revisions WHERE name = ? ORDER BY revision",
+            (name,),
+        )
+        return [
+            PackageRevision(
+                name=name,
+                revision=revision,
+                package=PackageDefinition.model_validate_json(package),
+                codebase_sha256=sha256,
+                codebase_size=size,
+                created_at=datetime.fromtimestamp(created_at, UTC),
+            )
+            for revision, package, sha256, size, created_at in await cursor.fetchall()
+        ]
+
+    async def package_names(self) -> list[str]:
+        cursor = await self._conn.execute(
+            "SELECT DISTINCT name FROM package_revisions ORDER BY name"
+        )
+        return [row[0] for row in await cursor.fetchall()]
+
+    async def codebase(self, sha256: str) -> bytes | None:
+        cursor = await self._conn.execute("SELECT data FROM codebases WHERE sha256 = ?", (sha256,))
+        row = await cursor.fetchone()
+        return None if row is None else bytes(row[0])
+
+    async def add_service_version(
+        self, definition: ServiceDefinition, module: str, revision: int, created_at: float
+    ) -> Deployment:
+        async def write() -> Deployment:
+            async with self._transaction() as db:
+                cursor = await db.execute(
+                    "SELECT COALESCE(MAX(version), 0) FROM service_versions WHERE name = ?",
+                    (definition.name,),
+                )
+                (last,) = await cursor.fetchone() or (0,)
+                deployment = next_version(definition, module, revision, last, created_at)
+                await db.execute(
+                    "INSERT INTO service_versions (name, version, package, revision, module, "
+                    "definition, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        deployment.name,
+                        deployment.version,
+                        deployment.package,
+                        revision,
+                        module,
+                        deployment.definition.model_dump_json(by_alias=True),
+                        created_at,
+                    ),
+                )
+                await db.execute(
+                    "INSERT INTO services (name, active) VALUES (?, 1) ON CONFLICT DO NOTHING",
+                    (definition.name,),
+                )
+            return deployment
+
+        return await self._exclusive(write)
+
+    async def service_versions(self, name: str | None = None) -> list[Deployment]:
+        where, params = ("WHERE name = ?", (name,)) if name is not None else ("", ())
+        cursor = await self._conn.execute(
+            "SELECT name, version, package, revision, module, definition, created_at "
+            f"FROM service_versions {where} ORDER BY name, version",
+            params,
+        )
+        return [
+            Deployment(
+                name=row[0],
+                version=row[1],
+                package=row[2],
+                revision=row[3],
+                module=row[4],
+                definition=ServiceDefinition.model_validate_json(row[5]),
+                created_at=datetime.fromtimestamp(row[6], UTC),
+            )
+            for row in await cursor.fetchall()
+        ]
+
+    async def set_service_active(self, name: str, active: bool) -> None:
+        async def write() -> None:
+            async with self._transaction() as db:
+                await db.execute(
+                    "INSERT INTO services (name, active) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET active = excluded.active",
+                    (name, int(active)),
+                )
+
+        await self._exclusive(write)
+
+    async def inactive_services(self) -> set[str]:
+        cursor = await self._conn.execute("SELECT name FROM services WHERE active = 0")
+        return {row[0] for row in await cursor.fetchall()}
 
     async def count_by_status(self, *, function: str | None = None) -> dict[ExecutionStatus, int]:
         clauses, params = _where(function, None)

@@ -24,20 +24,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import ConfigurationError
-from ..models import CronTriggerSpec, EventTriggerSpec, TriggerSpec, allowed_modes
+from ..errors import ConfigurationError, DefinitionError
+from ..models import (
+    CronTriggerSpec,
+    EventTriggerSpec,
+    TriggerSpec,
+    allowed_modes,
+    definition_error,
+)
 from .cron import CronSchedule
 from .filters import compile_filter
 
 __all__ = ["DefinitionError", "parse_service_triggers", "parse_trigger", "validate_spec"]
-
-
-class DefinitionError(ConfigurationError):
-    """A trigger or service definition that cannot be accepted; ``where`` is the bad field."""
-
-    def __init__(self, where: str, message: str) -> None:
-        super().__init__(f"{where}: {message}")
-        self.where = where
 
 
 class _Definition(BaseModel):
@@ -61,18 +59,6 @@ class _Definition(BaseModel):
     end_at: datetime | None = Field(default=None, alias="endAt")
     misfire: Literal["skip", "run_once", "catch_up"] | None = None
     misfire_grace: float | None = Field(default=None, alias="misfireGrace")
-
-
-def _where(prefix: str, loc: tuple[Any, ...]) -> str:
-    where = prefix
-    for part in loc:
-        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
-    return where or "definition"
-
-
-def _from_validation(prefix: str, exc: ValidationError) -> DefinitionError:
-    first = exc.errors()[0]
-    return DefinitionError(_where(prefix, first["loc"]), first["msg"])
 
 
 def validate_spec(spec: TriggerSpec, where: str = "trigger") -> TriggerSpec:
@@ -108,7 +94,7 @@ def parse_trigger(definition: Any, where: str = "trigger") -> TriggerSpec:
     try:
         parsed = _Definition.model_validate(definition)
     except ValidationError as exc:
-        raise _from_validation(where, exc) from None
+        raise definition_error(where, exc) from None
     is_cron = (parsed.type or "").lower() == "cron" or (parsed.type is None and parsed.cron)
     fields: dict[str, Any] = {
         "name": parsed.name,
@@ -146,7 +132,7 @@ def parse_trigger(definition: Any, where: str = "trigger") -> TriggerSpec:
     try:
         spec: TriggerSpec = model.model_validate(fields)
     except ValidationError as exc:
-        raise _from_validation(where, exc) from None
+        raise definition_error(where, exc) from None
     return validate_spec(spec, where)
 
 

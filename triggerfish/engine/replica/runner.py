@@ -18,6 +18,7 @@ import concurrent.futures
 import contextvars
 import ctypes
 import faulthandler
+import importlib.util
 import inspect
 import io
 import itertools
@@ -259,6 +260,8 @@ class Runner:
                 self.functions = {
                     name: getattr(instance, attr) for name, attr in spec["methods"].items()
                 }
+            elif spec["kind"] == "codebase":
+                self.functions = load_codebase(spec)
             else:
                 self.functions = dict(spec["functions"])
             for name, target in self.functions.items():
@@ -437,6 +440,46 @@ class Runner:
                 future.set_exception(error_class(message, **extra))
             else:
                 future.set_exception(error_class(message))
+
+
+def load_codebase(spec: dict[str, Any]) -> dict[str, Callable[..., Any]]:
+    """Load a package's module from its extracted codebase: import the entry point file,
+    instantiate the class once with the init params (or take the module's functions), and
+    map each function name to what it calls.
+
+    The codebase directory goes first on ``sys.path`` (so its own modules import) and becomes
+    the working directory (so relative paths in the code find its files).
+    """
+    root = os.path.abspath(spec["path"])
+    sys.path.insert(0, root)
+    os.chdir(root)
+    entry_point = spec["entry_point"]
+    module_name = entry_point[: -len(".py")].replace("/", ".")
+    module_spec = importlib.util.spec_from_file_location(
+        module_name, os.path.join(root, entry_point)
+    )
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"cannot load the entry point {entry_point!r}")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module  # before running it: pickling and dataclasses look here
+    module_spec.loader.exec_module(module)
+    owner: Any = module
+    class_name = spec["class_name"]
+    if class_name is not None:
+        cls = getattr(module, class_name, None)
+        if cls is None:
+            raise AttributeError(f"{entry_point} defines no class {class_name!r} (its className)")
+        owner = cls(**spec["init_params"])  # once per replica
+    functions = {}
+    for name, attr in spec["functions"].items():
+        target = getattr(owner, attr, None)
+        if not callable(target):
+            where = f"class {class_name}" if class_name else entry_point
+            raise AttributeError(
+                f"{where} has no function {attr!r}, which package.json lists for this module"
+            )
+        functions[name] = target
+    return functions
 
 
 def kind_is_timeout(ok: bool, payload: Any) -> bool:
