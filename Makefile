@@ -1,11 +1,12 @@
 # The two commands a fresh machine needs. Both are idempotent.
-#   make run   the main job: the example app on process replicas and a sqlite file
+#   make run   the main job: the daemon (sqlite file, process replicas) with an example package
+#              deployed, an event and a cron trigger firing; Ctrl-C stops it
 #   make test  installs what the tests need, then lint, types and the whole test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-dev bench
+.PHONY: run example test install install-dev bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,9 @@ install-dev: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 
 run: install
+	$(BIN)/python -m examples.daemon_demo
+
+example: install
 	$(BIN)/python -m examples.quickstart
 
 test: install-dev

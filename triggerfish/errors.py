@@ -9,6 +9,7 @@ Every error the library raises on purpose is one of these; errors from the parts
     │   │                            field; ``where`` is its path, like ``modules[0].entryPoint``
     │   ├── UnknownFunctionError     no function of that name is registered
     │   ├── TriggerNotFoundError     no trigger has that id or name
+    │   ├── PackageNotFoundError     no package has that name (or no such revision)
     │   └── SerializationError       arguments or a result that cannot be pickled
     ├── EngineClosedError            the engine is not running (not started, or stopped)
     ├── ExecutionNotFoundError       no execution has that id
@@ -35,6 +36,7 @@ __all__ = [
     "InvocationError",
     "InvocationFailedError",
     "InvocationTimedOutError",
+    "PackageNotFoundError",
     "RemoteError",
     "SerializationError",
     "TriggerNotFoundError",
@@ -65,6 +67,10 @@ class UnknownFunctionError(ConfigurationError, LookupError):
 
 class TriggerNotFoundError(ConfigurationError, LookupError):
     """No trigger has that id or name."""
+
+
+class PackageNotFoundError(ConfigurationError, LookupError):
+    """No package has that name, or it has no such revision."""
 
 
 class SerializationError(ConfigurationError):

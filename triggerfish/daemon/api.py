@@ -31,24 +31,28 @@ from ..engine.core import EngineCore
 from ..engine.replica.protocol import PickledArgument
 from ..errors import (
     ConfigurationError,
+    DefinitionError,
     EngineClosedError,
     ExecutionNotFoundError,
+    PackageNotFoundError,
     TriggerfishError,
-    TriggerNotFoundError,
     UnknownFunctionError,
 )
 from ..models import (
+    Deployment,
     ErrorInfo,
     ExecutionRecord,
     ExecutionStatus,
     FunctionSpec,
     LogEntry,
+    PackageRevision,
     ServiceStatus,
     StatusChange,
     Trigger,
 )
 from ..sdk.engine import Engine
 from ..sdk.handle import pack_input, to_execution
+from ..sdk.packages import Packages
 from .auth import KeyRing
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware
 from .schemas import (
@@ -290,7 +294,7 @@ def _problem(status: int, detail: str) -> JSONResponse:
 
 
 def _status_for(exc: TriggerfishError) -> int:
-    if isinstance(exc, UnknownFunctionError | ExecutionNotFoundError | TriggerNotFoundError):
+    if isinstance(exc, LookupError):  # no such function, execution, trigger or package
         return 404
     if isinstance(exc, EngineClosedError):
         return 503
@@ -338,6 +342,8 @@ def create_app(engine: Engine, keys: KeyRing, *, max_body_bytes: int) -> FastAPI
     app.include_router(_triggers(engine))
     app.include_router(_events_and_services(engine, core))
     app.include_router(_applications(core))
+    app.include_router(_packages(engine))
+    app.include_router(_deployments(engine))
     return app
 
 
@@ -559,15 +565,6 @@ def _events_and_services(engine: Engine, core: EngineCore) -> APIRouter:
         ids = await engine.emit(event.resource, event.action, event.body, event.resource_id)
         return ExecutionIds(execution_ids=ids)
 
-    @router.get("/services", tags=["services"])
-    async def list_services() -> list[ServiceStatus]:
-        return [engine.service_status(name) for name in sorted(core.services)]
-
-    @router.get("/services/{name}", tags=["services"])
-    async def get_service(name: str) -> ServiceStatus:
-        """A service's state (Initializing, Active, Error with its error) and load."""
-        return engine.service_status(name)
-
     return router
 
 
@@ -658,5 +655,137 @@ def _applications(core: EngineCore) -> APIRouter:
         if record.function != name:
             raise ExecutionNotFoundError(f"application {name!r} has no request {request_id!r}")
         return _application_reply(spec, record)
+
+    return router
+
+
+ZIP = "application/zip"
+
+
+def _packages(engine: Engine) -> APIRouter:
+    router = APIRouter(prefix="/packages", tags=["packages"])
+    packages = engine.packages
+
+    async def known(name: str) -> None:
+        if name not in {p.name for p in await packages.list()}:
+            raise PackageNotFoundError(f"no package named {name!r} was pushed")
+
+    @router.post(
+        "",
+        status_code=201,
+        openapi_extra={
+            "requestBody": {
+                "content": {ZIP: {"schema": {"type": "string", "format": "binary"}}},
+                "required": True,
+            }
+        },
+    )
+    async def push(request: Request) -> PackageRevision:
+        """Push a codebase, a zip with its ``package.json`` at the root, as the next revision
+        of the package that JSON names."""
+        body = await request.body()
+        if not body:
+            raise ConfigurationError("the body must be a zip of the codebase")
+        return await packages.push(body)
+
+    @router.get("")
+    async def list_packages() -> list[PackageRevision]:
+        """The latest revision of every package."""
+        return await packages.list()
+
+    @router.get("/{name}")
+    async def get_package(name: str) -> PackageRevision:
+        await known(name)
+        return await packages.get(name)
+
+    @router.put("/{name}", status_code=201)
+    async def update_package(name: str, package_json: dict[str, Any]) -> PackageRevision:
+        """A new revision with this package JSON and the latest revision's codebase."""
+        await known(name)
+        return await packages.update(name, package_json)
+
+    @router.get("/{name}/revisions")
+    async def revisions(name: str) -> list[PackageRevision]:
+        """Every revision, oldest first."""
+        await known(name)
+        return await packages.revisions(name)
+
+    @router.get("/{name}/revisions/{revision}")
+    async def get_revision(name: str, revision: int) -> PackageRevision:
+        await known(name)
+        return await _revision(packages, name, revision)
+
+    @router.get(
+        "/{name}/revisions/{revision}/codebase",
+        response_class=Response,
+        responses={200: {"content": {ZIP: {}}}},
+    )
+    async def download(name: str, revision: int) -> Response:
+        """The codebase of a revision, as the zip that was pushed."""
+        await known(name)
+        await _revision(packages, name, revision)
+        data = await packages.codebase(name, revision)
+        filename = f"{name}-r{revision}.zip"
+        headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+        return Response(data, media_type=ZIP, headers=headers)
+
+    return router
+
+
+async def _revision(packages: Packages, name: str, revision: int) -> PackageRevision:
+    try:
+        return await packages.get(name, revision)
+    except DefinitionError:
+        raise PackageNotFoundError(f"package {name!r} has no revision {revision}") from None
+
+
+def _deployments(engine: Engine) -> APIRouter:
+    router = APIRouter(prefix="/services", tags=["services"])
+    deployments = engine.deployments
+
+    @router.post("", status_code=201)
+    async def deploy(definition: dict[str, Any]) -> Deployment:
+        """Deploy a service from a package revision (Dataloop's service JSON), or update it:
+        each deploy is a new version of the service."""
+        return await deployments.deploy(definition)
+
+    @router.get("")
+    async def list_services() -> list[ServiceStatus]:
+        """Every service: deployed ones by name, and those the daemon's app registered."""
+        deployed = [deployments.status(d.name) for d in deployments.list()]
+        pinned_pools = {f"{d.name}@" for d in deployments.list()}
+        registered = [
+            engine.service_status(name)
+            for name in sorted(engine.core.services)
+            if not any(name.startswith(prefix) for prefix in pinned_pools)
+        ]
+        return deployed + registered
+
+    @router.get("/{name}")
+    async def get_service(name: str) -> ServiceStatus:
+        """A service's state (Active, Inactive, Initializing, Error with its error) and load."""
+        if name in {d.name for d in deployments.list()}:
+            return deployments.status(name)
+        return engine.service_status(name)
+
+    @router.get("/{name}/deployment")
+    async def get_deployment(name: str) -> Deployment:
+        """The current version of a deployed service."""
+        return deployments.get(name)
+
+    @router.get("/{name}/versions")
+    async def versions(name: str) -> list[Deployment]:
+        """Every version of a deployed service, oldest first."""
+        deployments.get(name)
+        return await deployments.versions(name)
+
+    @router.post("/{name}/pause")
+    async def pause(name: str) -> ServiceStatus:
+        """Inactive: nothing new starts (executions wait, PENDING); triggers are suppressed."""
+        return await deployments.pause(name)
+
+    @router.post("/{name}/resume")
+    async def resume(name: str) -> ServiceStatus:
+        return await deployments.resume(name)
 
     return router

@@ -35,11 +35,13 @@ executions_app = typer.Typer(help="Executions: list, describe, wait.", no_args_i
 triggers_app = typer.Typer(help="Event and cron triggers.", no_args_is_help=True)
 services_app = typer.Typer(help="Services and their replicas.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+packages_app = typer.Typer(help="Packages and their revisions.", no_args_is_help=True)
 app.add_typer(functions_app, name="functions")
 app.add_typer(executions_app, name="executions")
 app.add_typer(triggers_app, name="triggers")
 app.add_typer(services_app, name="services")
 app.add_typer(keys_app, name="keys")
+app.add_typer(packages_app, name="packages")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -208,9 +210,152 @@ def services_list(url: Url = None, key: Key = None, as_json: AsJson = False) -> 
 
 @services_app.command("describe")
 def services_describe(name: str, url: Url = None, key: Key = None) -> None:
-    """One service, with its init error if it has one."""
+    """One service: its state (with its init error, if any) and its current deployment."""
     with client(url, key) as connected:
-        print_json(connected.request("GET", f"/services/{name}").json())
+        described = {"status": connected.request("GET", f"/services/{name}").json()}
+        try:
+            deployment = connected.request("GET", f"/services/{name}/deployment").json()
+            described["deployment"] = deployment
+        except TriggerfishError:
+            pass  # registered by the daemon's app, not deployed from a package
+    print_json(described)
+
+
+@services_app.command("versions")
+def services_versions(name: str, url: Url = None, key: Key = None) -> None:
+    """Every version of a deployed service, with the package revision it ran."""
+    with client(url, key) as connected:
+        versions = connected.request("GET", f"/services/{name}/versions").json()
+    rows = [
+        [v["version"], v["package"], v["revision"], v["module"], v["created_at"]] for v in versions
+    ]
+    table(f"versions of {name}", ["version", "package", "revision", "module", "created"], rows)
+
+
+def _service_verb(verb: str) -> Callable[..., None]:
+    def command(name: str, url: Url = None, key: Key = None) -> None:
+        with client(url, key) as connected:
+            state = connected.request("POST", f"/services/{name}/{verb}").json()
+        out.print(f"{name}: {state['state']}", highlight=False)
+
+    command.__doc__ = {
+        "pause": "Pause a deployed service: nothing new starts, executions wait PENDING.",
+        "resume": "Resume a paused service: what waited runs.",
+    }[verb]
+    return command
+
+
+for _verb in ("pause", "resume"):
+    services_app.command(_verb)(_service_verb(_verb))
+
+
+# -- packages and deployments -------------------------------------------------------------
+
+
+@app.command()
+def deploy(
+    directory: Annotated[Path, typer.Argument(help="a codebase with its package.json")],
+    service: Annotated[
+        Path | None,
+        typer.Option(help="a service JSON to deploy (default: service.json in DIRECTORY)"),
+    ] = None,
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """Push DIRECTORY as the next revision of its package, then deploy its service JSON."""
+    from ..engine.codebase import zip_directory
+
+    try:
+        data = zip_directory(directory)
+    except TriggerfishError as exc:
+        fail(str(exc))
+    service_file = service or directory / "service.json"
+    definition = None
+    if service is not None or service_file.exists():
+        definition = _read_json(service_file)
+    with client(url, key) as connected:
+        pushed = connected.request(
+            "POST", "/packages", content=data, headers={"Content-Type": "application/zip"}
+        ).json()
+        out.print(f"pushed {pushed['name']} revision {pushed['revision']}", highlight=False)
+        if definition is None:
+            return
+        deployed = connected.request("POST", "/services", json=definition).json()
+    out.print(
+        f"deployed {deployed['name']} version {deployed['version']} "
+        f"({deployed['package']} revision {deployed['revision']})",
+        highlight=False,
+    )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    except json.JSONDecodeError as exc:
+        fail(f"{path} is not JSON: {exc}")
+
+
+@packages_app.command("list")
+def packages_list(url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
+    """Every package, at its latest revision."""
+    with client(url, key) as connected:
+        packages = connected.request("GET", "/packages").json()
+    if as_json:
+        print_json(packages)
+        return
+    rows = [
+        [
+            p["name"],
+            p["revision"],
+            ", ".join(m["name"] for m in p["package"]["modules"]),
+            p["codebase_size"],
+            p["created_at"],
+        ]
+        for p in packages
+    ]
+    table("packages", ["name", "revision", "modules", "codebase bytes", "created"], rows)
+
+
+@packages_app.command("describe")
+def packages_describe(
+    name: str,
+    revision: Annotated[int | None, typer.Option(help="this revision (default: latest)")] = None,
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """A package revision: its package JSON and codebase digest."""
+    path = f"/packages/{name}" if revision is None else f"/packages/{name}/revisions/{revision}"
+    with client(url, key) as connected:
+        print_json(connected.request("GET", path).json())
+
+
+@packages_app.command("revisions")
+def packages_revisions(name: str, url: Url = None, key: Key = None) -> None:
+    """Every revision of a package, oldest first."""
+    with client(url, key) as connected:
+        revisions = connected.request("GET", f"/packages/{name}/revisions").json()
+    rows = [
+        [r["revision"], r["codebase_sha256"][:12], r["codebase_size"], r["created_at"]]
+        for r in revisions
+    ]
+    table(f"revisions of {name}", ["revision", "codebase", "bytes", "created"], rows)
+
+
+@packages_app.command("download")
+def packages_download(
+    name: str,
+    revision: Annotated[int, typer.Option(help="the revision")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the zip file to write")],
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """Download a revision's codebase as a zip."""
+    with client(url, key) as connected:
+        data = connected.request("GET", f"/packages/{name}/revisions/{revision}/codebase").content
+    output.write_bytes(data)
+    out.print(f"wrote {output} ({len(data)} bytes)", highlight=False)
 
 
 # -- functions and executions -------------------------------------------------------------
