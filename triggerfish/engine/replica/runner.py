@@ -25,6 +25,7 @@ import itertools
 import logging
 import os
 import pickle
+import signal
 import queue
 import sys
 import threading
@@ -494,6 +495,9 @@ def main() -> None:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(2, 1)  # output from C code goes to the replica's stderr, never into a frame
+    # Ctrl-C in a terminal reaches the whole process group: the engine stops its replicas
+    # itself (after draining), so a replica must not die of it first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdin = open(os.devnull)  # noqa: SIM115
     runner = Runner(inbox_fd, outbox_fd)
     fallback = sys.__stderr__
