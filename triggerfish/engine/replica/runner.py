@@ -25,8 +25,8 @@ import itertools
 import logging
 import os
 import pickle
-import signal
 import queue
+import signal
 import sys
 import threading
 import traceback
