@@ -16,7 +16,7 @@ import io
 import pickle
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, ClassVar, NamedTuple
 
 import anyio
 from fastapi import APIRouter, FastAPI, Query, Request, Security
@@ -41,6 +41,7 @@ from ..errors import (
 from ..models import (
     Deployment,
     ErrorInfo,
+    Execution,
     ExecutionRecord,
     ExecutionStatus,
     FunctionSpec,
@@ -51,7 +52,7 @@ from ..models import (
     Trigger,
 )
 from ..sdk.engine import Engine
-from ..sdk.handle import pack_input, to_execution
+from ..sdk.handle import pack_input
 from ..sdk.packages import Packages
 from .auth import KeyRing
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware
@@ -113,9 +114,40 @@ def jsonable(value: Any) -> tuple[Any, str]:
         return repr(value)[:10_000], "repr"
 
 
+class _PlainData(pickle.Unpickler):
+    """Unpickles plain data only (builtins, containers, dates, decimals, uuids): a result's
+    pickle is made by user code, and the daemon must not run what it names. A client that
+    takes pickle gets the bytes themselves and unpickles them on its side."""
+
+    ALLOWED: ClassVar[dict[str, frozenset[str]]] = {
+        "builtins": frozenset({"set", "frozenset", "complex", "bytearray", "range", "slice"}),
+        "collections": frozenset({"OrderedDict", "deque", "defaultdict"}),
+        "datetime": frozenset({"datetime", "date", "time", "timedelta", "timezone"}),
+        "decimal": frozenset({"Decimal"}),
+        "uuid": frozenset({"UUID"}),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if name in self.ALLOWED.get(module, ()):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name}")
+
+
+def plain_result(blob: bytes) -> tuple[Any, str]:
+    """A result for a JSON answer: as JSON if it is plain data JSON can carry, else a repr
+    (of the value, or naming the type the daemon would not rebuild)."""
+    try:
+        value = _PlainData(io.BytesIO(blob)).load()
+    except pickle.UnpicklingError as exc:
+        return f"a {exc} object (ask with Accept: {PICKLE})", "repr"
+    except Exception as exc:
+        return f"a result that cannot be read here ({type(exc).__name__})", "repr"
+    return jsonable(value)
+
+
 def view(record: ExecutionRecord) -> ExecutionView:
-    execution = to_execution(record)
-    result, encoding = (None, None) if record.result is None else jsonable(execution.result)
+    result, encoding = (None, None) if record.result is None else plain_result(record.result)
+    execution = Execution.from_record(record)
     duration = None
     if record.started_at is not None and record.finished_at is not None:
         duration = record.finished_at - record.started_at
@@ -260,7 +292,8 @@ class CallFastLane:
                 try:
                     reply = await call(self.core, name, [b"".join(chunks)], timeout, accept)
                 except TriggerfishError as exc:
-                    body = _json.dumps({"detail": str(exc)}).encode()
+                    problem = {"detail": str(exc), "error": type(exc).__name__}
+                    body = _json.dumps(problem).encode()
                     reply = Reply(_status_for(exc), {"Content-Type": "application/json"}, body)
                 await send(
                     {
@@ -289,8 +322,9 @@ def _plain_timeout(query: bytes) -> float | None:
     return timeout if key == "timeout" and "&" not in value and 0 <= timeout <= MAX_WAIT else None
 
 
-def _problem(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status)
+def _problem(status: int, detail: str, error: str | None = None) -> JSONResponse:
+    body = {"detail": detail} if error is None else {"detail": detail, "error": error}
+    return JSONResponse(body, status)
 
 
 def _status_for(exc: TriggerfishError) -> int:
@@ -326,7 +360,7 @@ def create_app(engine: Engine, keys: KeyRing, *, max_body_bytes: int) -> FastAPI
 
     @app.exception_handler(TriggerfishError)
     async def _triggerfish_error(request: Request, exc: TriggerfishError) -> JSONResponse:
-        return _problem(_status_for(exc), str(exc))
+        return _problem(_status_for(exc), str(exc), type(exc).__name__)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -477,7 +511,7 @@ def _executions(engine: Engine, core: EngineCore) -> APIRouter:
 
     @router.get("/{execution_id}/status-log")
     async def status_log(execution_id: str) -> list[StatusChange]:
-        return list(to_execution(await core.record(execution_id)).status_log)
+        return list(Execution.from_record(await core.record(execution_id)).status_log)
 
     @router.get(
         "/{execution_id}/logs",
@@ -490,7 +524,7 @@ def _executions(engine: Engine, core: EngineCore) -> APIRouter:
         record = await core.record(execution_id)
         if not follow:
             return Response(
-                Logs(logs=list(to_execution(record).logs)).model_dump_json(),
+                Logs(logs=list(Execution.from_record(record).logs)).model_dump_json(),
                 media_type="application/json",
             )
         return StreamingResponse(_follow(core, execution_id), media_type="application/x-ndjson")
@@ -592,11 +626,10 @@ def _application_reply(spec: FunctionSpec, record: ExecutionRecord) -> Response:
     if record.status is ExecutionStatus.SUCCEEDED:
         if spec.output_serializer == "pickle":
             return Response(record.result or pickle.dumps(None), 200, headers, PICKLE)
-        value = to_execution(record).result
-        try:
+        value, encoding = plain_result(record.result or pickle.dumps(None))
+        if encoding == "json":
             return Response(_json.dumps(value), 200, headers, "application/json")
-        except (TypeError, ValueError) as exc:
-            error = ErrorInfo(type="SerializationError", message=f"the output is not JSON: {exc}")
+        error = ErrorInfo(type="SerializationError", message=f"the output is not JSON: {value}")
     else:
         error = view(record).error or ErrorInfo(type="Error", message=record.status.value)
     failed = Outcome(id=record.id, status=record.status, finished=True, error=error)

@@ -109,9 +109,11 @@ class FunctionInfo(_Body):
 
 
 class Problem(_Body):
-    """Every error response: one line saying what is wrong."""
+    """Every error response: one line saying what is wrong, and for the errors of the
+    engine's exception tree, the name of the error (``UnknownFunctionError``...)."""
 
     detail: str
+    error: str | None = None
 
 
 class Logs(_Body):

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import uvicorn
+from anyio.abc import TaskStatus
 
 from ..engine.log import logger
 from ..errors import ConfigurationError
@@ -97,46 +98,61 @@ async def serve(
     engine: Engine | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Run the daemon until SIGTERM or SIGINT; ``on_ready`` gets its URL once it listens."""
+    """Run the daemon until SIGTERM or SIGINT; ``on_ready`` gets its URL once it listens.
+
+    The first signal stops the HTTP side and starts the drain; a second one cuts the drain
+    short (running executions go back to PENDING at once); later ones are only logged."""
     config.check_bind()
-    sock = listen(config)
-    host, port = sock.getsockname()[:2]
-    url = url_of(str(host), int(port))
-    keys = KeyRing(config.api_keys or local_key_hashes(config, url))
     if engine is None:
         engine = Engine(
             config.store_path, kill_grace=config.kill_grace, drain_timeout=config.drain_timeout
         )
-    if config.app:
+    if config.app:  # before anything is made on disk: a bad app changes nothing
         await _maybe_await(load_setup(config.app)(engine))
-    async with engine:
-        app = create_app(engine, keys, max_body_bytes=config.max_body_bytes)
-        server = _Server(
-            uvicorn.Config(
-                app,
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-                timeout_graceful_shutdown=REQUEST_GRACE,
-            )
+    sock = listen(config)
+    host, port = sock.getsockname()[:2]
+    url = url_of(str(host), int(port))
+    keys = KeyRing(config.api_keys or local_key_hashes(config, url))
+    server = _Server(
+        uvicorn.Config(
+            create_app(engine, keys, max_body_bytes=config.max_body_bytes),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=REQUEST_GRACE,
         )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, server, name="signals")
+    )
+    async with anyio.create_task_group() as signals:
+        # Receiving from before the engine starts until after it has drained: no signal ever
+        # falls to Python's default handlers (a KeyboardInterrupt inside the drain).
+        await signals.start(_on_signals, server, engine, name="signals")
+        async with engine:
             logger.info("daemon_listening", url=url, store=str(config.store_path))
             if on_ready is not None:
                 on_ready(url)
             await server.serve(sockets=[sock])
-            tg.cancel_scope.cancel()
-        logger.info("daemon_draining", drain_timeout=config.drain_timeout)
+            logger.info("daemon_draining", drain_timeout=config.drain_timeout)
+        signals.cancel_scope.cancel()
     logger.info("daemon_stopped")
 
 
-async def _stop_on_signal(server: uvicorn.Server) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            logger.info("daemon_signal", signal=signal.Signals(signum).name)
-            server.should_exit = True
-            return
+async def _on_signals(
+    server: uvicorn.Server, engine: Engine, *, task_status: TaskStatus[None]
+) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+        task_status.started()
+        count = 0
+        async for signum in received:
+            count += 1
+            name = signal.Signals(signum).name
+            if count == 1:
+                logger.info("daemon_signal", signal=name)
+                server.should_exit = True
+            elif count == 2:
+                logger.warning("daemon_drain_abandoned", signal=name)
+                engine.core.abandon_drain()
+            else:
+                logger.warning("daemon_signal_ignored", signal=name, reason="already stopping")
 
 
 async def _maybe_await(value: Any) -> None:

@@ -161,6 +161,8 @@ class EngineCore(PoolCallbacks):
         self._killed: set[str] = set()
         self._waiters: dict[str, Waiter] = {}
         self._followers: dict[str, anyio.Event] = {}
+        self._drain_scope: anyio.CancelScope | None = None
+        self._drain_abandoned = False
         self._clock_wake = anyio.Event()
         self._timeouts = DeadlineQueue(lambda: self._clock_wake.set())
         self._grace = DeadlineQueue(lambda: self._clock_wake.set())
@@ -303,6 +305,13 @@ class EngineCore(PoolCallbacks):
                 self._requeue(record)
             logger.info("execution_recovered", execution_id=record.id, status=record.status.value)
 
+    def abandon_drain(self) -> None:
+        """Stop waiting for running executions (now, or when ``stop`` gets there): they are
+        put back to PENDING, as when the drain time runs out."""
+        self._drain_abandoned = True
+        if self._drain_scope is not None:
+            self._drain_scope.cancel()
+
     async def stop(self) -> None:
         """Stop taking work, let running executions finish within the drain time, put the rest
         back to PENDING for the next start, stop every replica and close the store."""
@@ -312,10 +321,11 @@ class EngineCore(PoolCallbacks):
         with anyio.CancelScope(shield=True):
             for pool in self.pools.values():
                 pool.paused = True
-            if self._placement:
+            if self._placement and not self._drain_abandoned:
                 self._idle_placements = anyio.Event()
-                with anyio.move_on_after(self.drain_timeout):
+                with anyio.move_on_after(self.drain_timeout) as self._drain_scope:
                     await self._idle_placements.wait()
+                self._drain_scope = None
             now = time.time()
             for execution_id in list(self._placement):
                 _, slots = self._placement.pop(execution_id)

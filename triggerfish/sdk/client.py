@@ -35,13 +35,16 @@ from ..errors import (
     EngineClosedError,
     ExecutionNotFoundError,
     InvocationError,
+    PackageNotFoundError,
     RemoteError,
+    SerializationError,
+    TriggerfishError,
     TriggerNotFoundError,
     UnknownFunctionError,
 )
 from ..models import Execution, ExecutionPage, ExecutionStatus, Trigger
 from .credentials import key_for
-from .handle import pack_input
+from .handle import load_result, pack_input
 
 __all__ = ["Client", "RemoteFunctionHandle"]
 
@@ -50,6 +53,21 @@ DEFAULT_URL = "http://127.0.0.1:8765"
 #: Seconds one request waits for a result on the daemon; longer waits ask again.
 POLL = 60.0
 _UNFINISHED = ("PENDING", "RUNNING", "CANCELLING")
+
+
+#: The errors a daemon names in its answers (``"error"``), raised as they are.
+_ERRORS: dict[str, type[TriggerfishError]] = {
+    error.__name__: error
+    for error in (
+        ConfigurationError,
+        SerializationError,
+        UnknownFunctionError,
+        ExecutionNotFoundError,
+        TriggerNotFoundError,
+        PackageNotFoundError,
+        EngineClosedError,
+    )
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +99,12 @@ def _raise_for(response: Answer) -> None:
     path = response.path
     if status == 401:
         raise AuthenticationError(f"the daemon refused the API key: {detail}", status_code=401)
-    if status == 404:
-        if path.startswith("/executions"):
-            raise ExecutionNotFoundError(detail)
-        if path.startswith("/functions"):
-            raise UnknownFunctionError(detail)
-        if path.startswith("/triggers"):
-            raise TriggerNotFoundError(detail)
+    try:
+        named = _ERRORS.get(str(response.json().get("error")))
+    except (ValueError, AttributeError):
+        named = None
+    if named is not None:  # the daemon names the error it raised: raise the same one
+        raise named(detail)
     if status == 503:
         raise EngineClosedError(detail)
     if status in (400, 413, 422):
@@ -310,7 +327,7 @@ def _query(params: dict[str, Any] | None) -> list[tuple[str, str]] | None:
 def _result_of(response: Answer, function: str) -> Any:
     """The result an answer carries; ``_PENDING`` if not finished; raises for a failure."""
     if response.headers.get("content-type", "").startswith(PICKLE):
-        return pickle.loads(response.content)
+        return load_result(response.content, response.headers.get("X-Execution-Id", "?"))
     body = response.json()
     if not body["finished"]:
         return _PENDING

@@ -44,7 +44,18 @@ def pack_input(function: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
 
 def unpack_result(record: ExecutionRecord) -> Any:
     """The unpickled result, raising the matching InvocationError if it did not succeed."""
-    return pickle.loads(raise_for_outcome(record))
+    return load_result(raise_for_outcome(record), record.id)
+
+
+def load_result(blob: bytes, execution_id: str) -> Any:
+    """A pickled result; SerializationError if it cannot be rebuilt here (a class that only
+    exists where the function ran, say)."""
+    try:
+        return pickle.loads(blob)
+    except Exception as exc:
+        raise SerializationError(
+            f"the result of {execution_id} cannot be unpickled here: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def to_execution(record: ExecutionRecord) -> Execution:
