@@ -55,6 +55,7 @@ from ..sdk.engine import Engine
 from ..sdk.handle import pack_input
 from ..sdk.packages import Packages
 from .auth import KeyRing
+from .config import RuntimeDefaults
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware
 from .schemas import (
     PICKLE,
@@ -343,8 +344,15 @@ def _one_line(errors: Any) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def create_app(engine: Engine, keys: KeyRing, *, max_body_bytes: int) -> FastAPI:
-    """The ASGI app serving ``engine`` (which must be running while the app serves)."""
+def create_app(
+    engine: Engine,
+    keys: KeyRing,
+    *,
+    max_body_bytes: int,
+    runtime_defaults: RuntimeDefaults | None = None,
+) -> FastAPI:
+    """The ASGI app serving ``engine`` (which must be running while the app serves).
+    ``runtime_defaults`` fill in the runtime of a service JSON that leaves it out."""
     core: EngineCore = engine.core
     key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")
     app = FastAPI(
@@ -377,7 +385,7 @@ def create_app(engine: Engine, keys: KeyRing, *, max_body_bytes: int) -> FastAPI
     app.include_router(_events_and_services(engine, core))
     app.include_router(_applications(core))
     app.include_router(_packages(engine))
-    app.include_router(_deployments(engine))
+    app.include_router(_deployments(engine, runtime_defaults or RuntimeDefaults()))
     return app
 
 
@@ -772,15 +780,16 @@ async def _revision(packages: Packages, name: str, revision: int) -> PackageRevi
         raise PackageNotFoundError(f"package {name!r} has no revision {revision}") from None
 
 
-def _deployments(engine: Engine) -> APIRouter:
+def _deployments(engine: Engine, runtime_defaults: RuntimeDefaults) -> APIRouter:
     router = APIRouter(prefix="/services", tags=["services"])
     deployments = engine.deployments
 
     @router.post("", status_code=201)
     async def deploy(definition: dict[str, Any]) -> Deployment:
         """Deploy a service from a package revision (Dataloop's service JSON), or update it:
-        each deploy is a new version of the service."""
-        return await deployments.deploy(definition)
+        each deploy is a new version of the service. A runtime the JSON leaves out comes from
+        the daemon's configured defaults."""
+        return await deployments.deploy(runtime_defaults.fill(definition))
 
     @router.get("")
     async def list_services() -> list[ServiceStatus]:

@@ -9,14 +9,21 @@ Example ``triggerfish.toml``::
     max_body_bytes = 67108864
     drain_timeout = 30
 
+    [runtime]                           # for deployed services whose JSON does not say
+    concurrency = 4
+    min_replicas = 1
+    max_replicas = 2
+
 Each field can also come from the environment: ``TRIGGERFISH_HOST``, ``TRIGGERFISH_PORT``,
 ``TRIGGERFISH_API_KEYS`` (comma-separated hashes), and so on; the environment wins over the
-file. A bind to anything but a loopback address is refused unless API keys are configured.
+file (``TRIGGERFISH_RUNTIME`` takes the table as JSON). A bind to anything but a loopback
+address is refused unless API keys are configured.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -33,6 +40,30 @@ __all__ = ["DaemonConfig", "load_config"]
 ENV_PREFIX = "TRIGGERFISH_"
 
 
+class RuntimeDefaults(BaseModel):
+    """The runtime of a deployed service whose service JSON leaves it out."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    concurrency: int = Field(default=1, ge=1, le=10000)
+    min_replicas: int = Field(default=1, ge=0, le=1000)
+    max_replicas: int = Field(default=1, ge=1, le=1000)
+
+    def fill(self, definition: dict[str, Any]) -> dict[str, Any]:
+        """``definition`` (a service JSON) with these where its runtime says nothing."""
+        runtime = definition.get("runtime") or {}
+        autoscaler = runtime.get("autoscaler") or {} if isinstance(runtime, dict) else None
+        if not isinstance(runtime, dict) or not isinstance(autoscaler, dict):
+            return definition  # left for the service JSON's validation to refuse
+        least = autoscaler.get("minReplicas", self.min_replicas)
+        most = self.max_replicas
+        if isinstance(least, int) and least > most:
+            most = least  # a JSON asking for more replicas than the default maximum
+        autoscaler = {"minReplicas": self.min_replicas, "maxReplicas": most, **autoscaler}
+        runtime = {"concurrency": self.concurrency, **runtime, "autoscaler": autoscaler}
+        return {**definition, "runtime": runtime}
+
+
 class DaemonConfig(BaseModel):
     """Everything ``triggerfish serve`` needs. Build with ``load_config``."""
 
@@ -47,6 +78,7 @@ class DaemonConfig(BaseModel):
     drain_timeout: float = Field(default=30.0, ge=0)
     kill_grace: float = Field(default=5.0, ge=0)
     app: str | None = None  # "module:function", called with the Engine to register functions
+    runtime: RuntimeDefaults = Field(default_factory=RuntimeDefaults)
 
     @field_validator("api_keys")
     @classmethod
@@ -94,14 +126,24 @@ def load_config(
             raise ConfigurationError(f"config file {path}: {exc}") from None
     for name in DaemonConfig.model_fields:
         raw = environ.get(ENV_PREFIX + name.upper())
-        if raw is not None:
-            values[name] = (
-                [k.strip() for k in raw.split(",") if k.strip()] if name == "api_keys" else raw
-            )
+        if raw is None:
+            continue
+        if name == "api_keys":
+            values[name] = [k.strip() for k in raw.split(",") if k.strip()]
+        elif name == "runtime":
+            try:
+                values[name] = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigurationError(f"{ENV_PREFIX}RUNTIME is not JSON: {exc}") from None
+        else:
+            values[name] = raw
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return DaemonConfig.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigurationError(f"{where}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if message.startswith(f"{where}:"):  # the validator named the field already
+            raise ConfigurationError(message) from None
+        raise ConfigurationError(f"{where}: {message}") from None

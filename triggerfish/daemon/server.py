@@ -115,7 +115,12 @@ async def serve(
     keys = KeyRing(config.api_keys or local_key_hashes(config, url))
     server = _Server(
         uvicorn.Config(
-            create_app(engine, keys, max_body_bytes=config.max_body_bytes),
+            create_app(
+                engine,
+                keys,
+                max_body_bytes=config.max_body_bytes,
+                runtime_defaults=config.runtime,
+            ),
             log_config=None,
             access_log=False,
             lifespan="off",
