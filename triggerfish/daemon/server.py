@@ -123,6 +123,8 @@ async def serve(
             ),
             log_config=None,
             access_log=False,
+            proxy_headers=False,  # a proxy in front sets its own; not read, so not paid for
+            server_header=False,
             lifespan="off",
             timeout_graceful_shutdown=REQUEST_GRACE,
         )
