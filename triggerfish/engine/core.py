@@ -149,6 +149,7 @@ class EngineCore(PoolCallbacks):
         self.running = False
         # Triggers: every stored trigger, the bus for event ones, the clock for cron ones.
         self.trigger_records: dict[str, TriggerRecord] = {}
+        self._trigger_ids: dict[str, str] = {}  # name -> id: names are unique, looked up often
         self.bus = EventBus(
             self._create_triggered, lambda t: self.store.save_trigger(t), max_lineage_depth
         )
@@ -180,6 +181,7 @@ class EngineCore(PoolCallbacks):
         stored = await self.store.list_triggers()
         for trigger in stored:  # before recovery, whose status changes are events too
             self.trigger_records[trigger.id] = trigger
+            self._trigger_ids[trigger.spec.name] = trigger.id
             if isinstance(trigger.spec, EventTriggerSpec):
                 self.bus.watch(trigger)
         await self._recover()
@@ -542,11 +544,13 @@ class EngineCore(PoolCallbacks):
         self.store.save_trigger(trigger)
         self.clock.schedule(trigger.id, schedule, now_dt)
 
+    def trigger_named(self, name: str) -> TriggerRecord | None:
+        trigger_id = self._trigger_ids.get(name)
+        return None if trigger_id is None else self.trigger_records[trigger_id]
+
     def find_trigger(self, trigger: str) -> TriggerRecord:
         """A trigger by id or by name."""
-        found = self.trigger_records.get(trigger)
-        if found is None:
-            found = next((t for t in self.trigger_records.values() if t.spec.name == trigger), None)
+        found = self.trigger_records.get(trigger) or self.trigger_named(trigger)
         if found is None:
             raise ConfigurationError(f"no trigger has the id or name {trigger!r}")
         return found
@@ -556,7 +560,7 @@ class EngineCore(PoolCallbacks):
         self._check_running()
         validate_spec(spec)
         self.spec_of(spec.function)
-        clash = next((t for t in self.trigger_records.values() if t.spec.name == spec.name), None)
+        clash = self.trigger_named(spec.name)
         if clash is not None and clash.id != trigger_id:
             raise ConfigurationError(f"a trigger named {spec.name!r} exists already ({clash.id})")
         now = time.time()
@@ -566,8 +570,11 @@ class EngineCore(PoolCallbacks):
             trigger = self.find_trigger(trigger_id)
             if type(trigger.spec) is not type(spec):
                 raise ConfigurationError("an event trigger cannot become a cron trigger, or back")
+            if self._trigger_ids.get(trigger.spec.name) == trigger.id:  # renamed: free the old
+                del self._trigger_ids[trigger.spec.name]
             trigger.spec = spec
         self.trigger_records[trigger.id] = trigger
+        self._trigger_ids[spec.name] = trigger.id
         self._arm(trigger, now)
         self.store.save_trigger(trigger)
         await self.store.flush()
@@ -578,6 +585,7 @@ class EngineCore(PoolCallbacks):
         self._check_running()
         found = self.find_trigger(trigger)
         del self.trigger_records[found.id]
+        del self._trigger_ids[found.spec.name]
         self.bus.forget(found.id)
         self.clock.unschedule(found.id)
         self.store.delete_trigger(found.id)
