@@ -5,7 +5,7 @@ import pytest
 from triggerfish import ConfigurationError, FunctionSpec, ServiceSpec
 from triggerfish.engine.replica import protocol
 from triggerfish.engine.runtimes.process import exit_reason
-from triggerfish.models import new_execution_id
+from triggerfish.models import new_execution_id, new_execution_ids
 
 
 def test_function_spec_defaults_and_backoff() -> None:
@@ -41,7 +41,9 @@ def test_secrets_are_not_in_repr() -> None:
 
 def test_ids_sort_by_creation() -> None:
     ids = [new_execution_id() for _ in range(1000)]
-    assert ids == sorted(ids) and len(set(ids)) == 1000
+    ids += [*new_execution_ids(1000), new_execution_id(), *new_execution_ids(1)]
+    assert ids == sorted(ids) and len(set(ids)) == 2002
+    assert {len(i) for i in ids} == {len(ids[0])}
 
 
 def test_frames_round_trip() -> None:
