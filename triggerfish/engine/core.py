@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -52,6 +52,7 @@ from ..models import (
     TriggerRecord,
     TriggerSpec,
     new_execution_id,
+    new_execution_ids,
 )
 from ..store.abc import Store
 from ..triggers.cron import CronSchedule, plan_misfires
@@ -71,6 +72,19 @@ UNFINISHED = (PENDING, RUNNING, ExecutionStatus.CANCELLING)
 MAX_LOG_ENTRIES = 10_000
 MAX_LOG_TEXT = 64 * 1024
 MAX_RESULT_BYTES = 256 * 1024 * 1024  # sqlite refuses a value over 1e9 bytes
+
+
+class CronFiring(NamedTuple):
+    """A cron firing built ahead of its time, waiting to be created."""
+
+    trigger: TriggerRecord
+    record: ExecutionRecord | None  # None: the trigger's function is not registered
+    once: tuple[str, str]
+    message: str
+
+
+def _fired_by(trigger: TriggerRecord) -> str:
+    return f"fired by trigger {trigger.spec.name!r}"
 
 
 def raise_for_outcome(record: ExecutionRecord) -> bytes:
@@ -153,7 +167,8 @@ class EngineCore(PoolCallbacks):
         self.bus = EventBus(
             self._create_triggered, lambda t: self.store.save_trigger(t), max_lineage_depth
         )
-        self.clock = CronClock(self._cron_fire)
+        self.clock: CronClock[CronFiring] = CronClock(self._cron_stage, self._cron_hand_over)
+        self._scheduled: tuple[datetime | None, str] = (None, "")  # last cron time, as text
         self.cron_lateness: deque[float] = deque(maxlen=100_000)
         self._born: dict[str, ExecutionRecord] = {}  # made by triggers, dispatched once committed
         self._emit_waiting: set[str] = set()
@@ -472,45 +487,88 @@ class EngineCore(PoolCallbacks):
         event: dict[str, Any],
         once: tuple[str, str] | None,
     ) -> ExecutionRecord | None:
-        spec = self.functions.get(trigger.spec.function)
         now = time.time()
+        record = self._triggered_record(trigger, body, lineage, event)
+        if record is None:
+            self._function_missing(trigger, now)
+            return None
+        self._hand_over(record, once, new_execution_id(), _fired_by(trigger), now)
+        return record
+
+    def _triggered_record(
+        self, trigger: TriggerRecord, body: Any, lineage: tuple[str, ...], event: dict[str, Any]
+    ) -> ExecutionRecord | None:
+        """A firing's record, not created yet (no id, no time); None if its function is not
+        registered."""
+        spec = self.functions.get(trigger.spec.function)
         if spec is None:
-            trigger.suppressed += 1
-            trigger.last_suppressed_reason = f"function {trigger.spec.function!r} is not registered"
-            trigger.last_suppressed_at = now
-            self.store.save_trigger(trigger)
-            logger.error(
-                "trigger_function_missing", trigger_id=trigger.id, function=trigger.spec.function
-            )
             return None
         args = (body,) if isinstance(trigger.spec, EventTriggerSpec) else ()
-        record = ExecutionRecord(
-            id=new_execution_id(),
+        return ExecutionRecord(
+            id="",
             function=spec.name,
             service=spec.service,
             input=pickle.dumps((args, dict(trigger.spec.input)), protocol=pickle.HIGHEST_PROTOCOL),
             max_attempts=spec.max_attempts,
-            created_at=now,
+            created_at=0.0,
             trigger_id=trigger.id,
             event=event,
             lineage=lineage,
         )
-        record.status_log.append((now, PENDING, None, f"fired by trigger {trigger.spec.name!r}"))
-        self.live[record.id] = record
-        self._born[record.id] = record
-        self.store.create(record, once)
-        return record
 
-    def _cron_fire(self, trigger_id: str, when: datetime, lateness: float) -> None:
-        trigger = self.trigger_records.get(trigger_id)
-        if trigger is None or not self.running:
-            return
-        self.cron_lateness.append(lateness)
-        scheduled = when.isoformat()
-        event = {"resource": "Cron", "action": "tick", "scheduled": scheduled}
-        self._create_triggered(trigger, None, (trigger.id,), event, (trigger.id, scheduled))
-        trigger.cursor = when.timestamp()
+    def _hand_over(
+        self,
+        record: ExecutionRecord,
+        once: tuple[str, str] | None,
+        execution_id: str,
+        message: str,
+        now: float,
+    ) -> None:
+        """Create a triggered execution: it exists from ``now``; dispatched once committed."""
+        record.id = execution_id
+        record.created_at = now
+        record.status_log.append((now, PENDING, None, message))
+        self.live[execution_id] = record
+        self._born[execution_id] = record
+        self.store.create(record, once)
+
+    def _function_missing(self, trigger: TriggerRecord, now: float) -> None:
+        trigger.suppressed += 1
+        trigger.last_suppressed_reason = f"function {trigger.spec.function!r} is not registered"
+        trigger.last_suppressed_at = now
         self.store.save_trigger(trigger)
+        logger.error(
+            "trigger_function_missing", trigger_id=trigger.id, function=trigger.spec.function
+        )
+
+    def _cron_stage(self, trigger_id: str, when: datetime) -> CronFiring | None:
+        """Build a cron firing ahead of its time (see CronClock); creates nothing."""
+        trigger = self.trigger_records.get(trigger_id)
+        if trigger is None:
+            return None
+        if self._scheduled[0] != when:  # thousands of firings share a time: format it once
+            self._scheduled = (when, when.isoformat())
+        scheduled = self._scheduled[1]
+        event = {"resource": "Cron", "action": "tick", "scheduled": scheduled}
+        record = self._triggered_record(trigger, None, (trigger.id,), event)
+        return CronFiring(trigger, record, (trigger.id, scheduled), _fired_by(trigger))
+
+    def _cron_hand_over(self, firings: list[CronFiring], when: datetime) -> None:
+        """Create staged cron firings, now that ``when`` has come: each is timed on its own."""
+        if not self.running:
+            return
+        due = when.timestamp()
+        clock, lateness, hand_over = time.time, self.cron_lateness.append, self._hand_over
+        for firing, execution_id in zip(firings, new_execution_ids(len(firings)), strict=True):
+            now = clock()
+            if firing.record is None:
+                self._function_missing(firing.trigger, now)
+                continue
+            hand_over(firing.record, firing.once, execution_id, firing.message, now)
+            lateness(now - due)
+        for firing in firings:  # bookkeeping, after every execution is handed over
+            firing.trigger.cursor = due
+            self.store.save_trigger(firing.trigger)
 
     def _arm(self, trigger: TriggerRecord, now: float, *, recovering: bool = False) -> None:
         """Make a trigger take effect (or stop, if inactive)."""
@@ -527,7 +585,9 @@ class EngineCore(PoolCallbacks):
             cursor = datetime.fromtimestamp(trigger.cursor, UTC)
             plan = plan_misfires(schedule, spec.misfire, spec.misfire_grace, cursor, now_dt)
             for when in plan.run:
-                self._cron_fire(trigger.id, when, now - when.timestamp())
+                firing = self._cron_stage(trigger.id, when)
+                if firing is not None:
+                    self._cron_hand_over([firing], when)
             missed = len(plan.missed) + plan.missed_beyond
             if missed:
                 trigger.missed += missed
