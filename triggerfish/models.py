@@ -198,8 +198,27 @@ def new_execution_ids(count: int) -> list[str]:
     with _id_lock:
         first = max(time.time_ns(), _last_id_ns + 1)
         _last_id_ns = first + count - 1
+    return execution_ids_from(first, count)
+
+
+def execution_ids_from(first_ns: int, count: int) -> list[str]:
+    """Ids for ``count`` executions made one after another from ``first_ns`` (nanoseconds
+    since the epoch) on. Made ahead of time, they are taken into use by
+    ``claim_execution_ids``; ``new_execution_id`` is what to use otherwise."""
     salt = secrets.token_hex(3 * count)
-    return [f"exe-{first + i:016x}{salt[6 * i : 6 * i + 6]}" for i in range(count)]
+    return [f"exe-{first_ns + i:016x}{salt[6 * i : 6 * i + 6]}" for i in range(count)]
+
+
+def claim_execution_ids(first_ns: int, last_ns: int) -> bool:
+    """Take into use ids made ahead with ``execution_ids_from`` for ``first_ns`` to ``last_ns``:
+    refused (False) if an id at or after ``first_ns`` was made since, for then they would not
+    sort by creation (nor surely be unique). Ids made later sort after them."""
+    global _last_id_ns
+    with _id_lock:
+        if _last_id_ns >= first_ns:
+            return False
+        _last_id_ns = last_ns
+        return True
 
 
 @dataclass(slots=True, eq=False)

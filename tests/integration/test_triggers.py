@@ -307,6 +307,11 @@ async def test_cron_trigger_fires_on_schedule_with_its_input(make_engine: MakeEn
         await handle.wait_for_completion(timeout=10)
         results = await handle.results()
         stats = engine.triggers.get("every-second").stats
+        executions = [await engine.get(i) for i in (await handle.list()).execution_ids]
+    for execution in executions:  # created at its time, not before (firings are staged ahead)
+        assert execution.event is not None
+        scheduled = datetime.fromisoformat(execution.event["scheduled"])
+        assert execution.created_at >= scheduled and execution.status_log[0].time >= scheduled
     assert 2 <= len(results) <= 3
     assert results[0]["kwargs"] == {"x": 7}
     assert stats.fired == len(results)

@@ -54,6 +54,16 @@ class _Bucket:
     members: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _Staged(Generic[T]):
+    """A bucket's firings staged for its time, with the members (id, generation) they are of."""
+
+    bucket: _Bucket
+    members: list[tuple[str, int]]
+    firings: list[T]
+    changes: int  # the clock's count of changes as staging began: none since, none is stale
+
+
 class CronClock(Generic[T]):
     def __init__(self, stage: Stage[T], hand_over: HandOver[T], lead: float = STAGE_LEAD) -> None:
         self._stage = stage
@@ -61,8 +71,9 @@ class CronClock(Generic[T]):
         self._lead = lead
         self._heap: list[tuple[float, int, _Bucket]] = []
         self._open: dict[tuple[CronSchedule, datetime], _Bucket] = {}  # in the heap still
-        self._staged: dict[float, list[tuple[_Bucket, list[tuple[str, int, T]]]]] = {}
+        self._staged: dict[float, list[_Staged[T]]] = {}
         self._schedules: dict[str, tuple[CronSchedule, int]] = {}
+        self._changes = 0  # schedule and unschedule calls so far
         self._next_times = NextFireTimes()
         self._generations = itertools.count(1)
         self._order = itertools.count()
@@ -75,6 +86,7 @@ class CronClock(Generic[T]):
         """Fire ``trigger_id`` at its schedule's times after ``after`` (replacing any before)."""
         generation = next(self._generations)
         self._schedules[trigger_id] = (schedule, generation)
+        self._changes += 1
         when = self._next_times.next_after(schedule, after)
         if when is None:
             del self._schedules[trigger_id]  # past its end_at
@@ -83,6 +95,7 @@ class CronClock(Generic[T]):
 
     def unschedule(self, trigger_id: str) -> None:
         self._schedules.pop(trigger_id, None)
+        self._changes += 1
 
     def _current(self, trigger_id: str, generation: int) -> bool:
         current = self._schedules.get(trigger_id)
@@ -105,22 +118,26 @@ class CronClock(Generic[T]):
         while self._heap and self._heap[0][0] == due:
             bucket = heapq.heappop(self._heap)[2]
             del self._open[bucket.schedule, bucket.when]
-            firings = []
+            members, firings, changes = [], [], self._changes
             for trigger_id, generation in bucket.members.items():
                 if self._current(trigger_id, generation):
                     firing = self._stage(trigger_id, bucket.when)
                     if firing is not None:
-                        firings.append((trigger_id, generation, firing))
-            staged.append((bucket, firings))
+                        members.append((trigger_id, generation))
+                        firings.append(firing)
+            staged.append(_Staged(bucket, members, firings, changes))
 
     def _fire(self, due: float) -> None:
         """Hand over what is staged for ``due``, then put its triggers back in the heap."""
-        buckets = self._staged.pop(due)
-        for bucket, firings in buckets:
-            current = [firing for t, g, firing in firings if self._current(t, g)]
-            if current:
-                self._hand_over(current, bucket.when)
-        for bucket, _ in buckets:
+        staged = self._staged.pop(due)
+        for group in staged:
+            firings = group.firings
+            if group.changes != self._changes:  # some trigger changed: drop what it staged
+                current = zip(group.members, firings, strict=True)
+                firings = [firing for (t, g), firing in current if self._current(t, g)]
+            if firings:
+                self._hand_over(firings, group.bucket.when)
+        for bucket in (group.bucket for group in staged):
             members = {t: g for t, g in bucket.members.items() if self._current(t, g)}
             if not members:
                 continue

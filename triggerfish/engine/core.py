@@ -22,7 +22,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Collection, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import anyio
@@ -51,6 +51,8 @@ from ..models import (
     ServiceStatus,
     TriggerRecord,
     TriggerSpec,
+    claim_execution_ids,
+    execution_ids_from,
     new_execution_id,
     new_execution_ids,
 )
@@ -72,6 +74,7 @@ UNFINISHED = (PENDING, RUNNING, ExecutionStatus.CANCELLING)
 MAX_LOG_ENTRIES = 10_000
 MAX_LOG_TEXT = 64 * 1024
 MAX_RESULT_BYTES = 256 * 1024 * 1024  # sqlite refuses a value over 1e9 bytes
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class CronFiring(NamedTuple):
@@ -81,6 +84,7 @@ class CronFiring(NamedTuple):
     record: ExecutionRecord | None  # None: the trigger's function is not registered
     once: tuple[str, str]
     message: str
+    id_ns: int  # the time in its id, made ahead (see claim_execution_ids)
 
 
 def _fired_by(trigger: TriggerRecord) -> str:
@@ -168,7 +172,8 @@ class EngineCore(PoolCallbacks):
             self._create_triggered, lambda t: self.store.save_trigger(t), max_lineage_depth
         )
         self.clock: CronClock[CronFiring] = CronClock(self._cron_stage, self._cron_hand_over)
-        self._scheduled: tuple[datetime | None, str] = (None, "")  # last cron time, as text
+        # The cron time being staged, as text, and the id time of its next firing.
+        self._staging: tuple[datetime | None, str, int] = (None, "", 0)
         self.cron_lateness: deque[float] = deque(maxlen=100_000)
         self._born: dict[str, ExecutionRecord] = {}  # made by triggers, dispatched once committed
         self._emit_waiting: set[str] = set()
@@ -492,7 +497,9 @@ class EngineCore(PoolCallbacks):
         if record is None:
             self._function_missing(trigger, now)
             return None
-        self._hand_over(record, once, new_execution_id(), _fired_by(trigger), now)
+        record.id = new_execution_id()
+        self._hand_over(record, once, _fired_by(trigger), now)
+        self._adopt(record)
         return record
 
     def _triggered_record(
@@ -517,20 +524,16 @@ class EngineCore(PoolCallbacks):
         )
 
     def _hand_over(
-        self,
-        record: ExecutionRecord,
-        once: tuple[str, str] | None,
-        execution_id: str,
-        message: str,
-        now: float,
+        self, record: ExecutionRecord, once: tuple[str, str] | None, message: str, now: float
     ) -> None:
         """Create a triggered execution: it exists from ``now``; dispatched once committed."""
-        record.id = execution_id
         record.created_at = now
         record.status_log.append((now, PENDING, None, message))
-        self.live[execution_id] = record
-        self._born[execution_id] = record
         self.store.create(record, once)
+
+    def _adopt(self, record: ExecutionRecord) -> None:
+        self.live[record.id] = record
+        self._born[record.id] = record
 
     def _function_missing(self, trigger: TriggerRecord, now: float) -> None:
         trigger.suppressed += 1
@@ -546,29 +549,40 @@ class EngineCore(PoolCallbacks):
         trigger = self.trigger_records.get(trigger_id)
         if trigger is None:
             return None
-        if self._scheduled[0] != when:  # thousands of firings share a time: format it once
-            self._scheduled = (when, when.isoformat())
-        scheduled = self._scheduled[1]
+        staging, scheduled, id_ns = self._staging
+        if staging != when:  # thousands of firings share a time: format it once
+            scheduled, id_ns = when.isoformat(), (when - EPOCH) // timedelta(microseconds=1) * 1000
+        self._staging = (when, scheduled, id_ns + 1)
         event = {"resource": "Cron", "action": "tick", "scheduled": scheduled}
         record = self._triggered_record(trigger, None, (trigger.id,), event)
-        return CronFiring(trigger, record, (trigger.id, scheduled), _fired_by(trigger))
+        if record is not None:
+            (record.id,) = execution_ids_from(id_ns, 1)
+        return CronFiring(trigger, record, (trigger.id, scheduled), _fired_by(trigger), id_ns)
 
     def _cron_hand_over(self, firings: list[CronFiring], when: datetime) -> None:
-        """Create staged cron firings, now that ``when`` has come: each is timed on its own."""
-        if not self.running:
+        """Create staged cron firings, now that ``when`` has come: each is timed on its own,
+        in a loop kept to what creating one needs."""
+        if not self.running or not firings:
             return
         due = when.timestamp()
+        # Staged in order, so their ids run from the first to the last.
+        if not claim_execution_ids(firings[0].id_ns, firings[-1].id_ns):
+            for firing, execution_id in zip(firings, new_execution_ids(len(firings)), strict=True):
+                if firing.record is not None:
+                    firing.record.id = execution_id
         clock, lateness, hand_over = time.time, self.cron_lateness.append, self._hand_over
-        for firing, execution_id in zip(firings, new_execution_ids(len(firings)), strict=True):
+        for trigger, record, once, message, _ in firings:
             now = clock()
-            if firing.record is None:
-                self._function_missing(firing.trigger, now)
+            if record is None:
+                self._function_missing(trigger, now)
                 continue
-            hand_over(firing.record, firing.once, execution_id, firing.message, now)
+            hand_over(record, once, message, now)
             lateness(now - due)
-        for firing in firings:  # bookkeeping, after every execution is handed over
-            firing.trigger.cursor = due
-            self.store.save_trigger(firing.trigger)
+        for trigger, record, *_ in firings:  # bookkeeping, once every firing is handed over
+            if record is not None:
+                self._adopt(record)
+            trigger.cursor = due
+            self.store.save_trigger(trigger)
 
     def _arm(self, trigger: TriggerRecord, now: float, *, recovering: bool = False) -> None:
         """Make a trigger take effect (or stop, if inactive)."""
