@@ -644,8 +644,7 @@ class EngineCore(PoolCallbacks):
             trigger = self.find_trigger(trigger_id)
             if type(trigger.spec) is not type(spec):
                 raise ConfigurationError("an event trigger cannot become a cron trigger, or back")
-            if self._trigger_ids.get(trigger.spec.name) == trigger.id:  # renamed: free the old
-                del self._trigger_ids[trigger.spec.name]
+            del self._trigger_ids[trigger.spec.name]  # added again below: a rename frees it
             trigger.spec = spec
         self.trigger_records[trigger.id] = trigger
         self._trigger_ids[spec.name] = trigger.id
