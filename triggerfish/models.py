@@ -226,11 +226,36 @@ _last_id_ns = 0
 
 def new_execution_id() -> str:
     """A new id that sorts by creation time within one engine (so ids double as page offsets)."""
+    return new_execution_ids(1)[0]
+
+
+def new_execution_ids(count: int) -> list[str]:
+    """``count`` new ids at once, in creation order: one clock read and one lock for all."""
     global _last_id_ns
     with _id_lock:
-        now = max(time.time_ns(), _last_id_ns + 1)
-        _last_id_ns = now
-    return f"exe-{now:016x}{secrets.token_hex(3)}"
+        first = max(time.time_ns(), _last_id_ns + 1)
+        _last_id_ns = first + count - 1
+    return execution_ids_from(first, count)
+
+
+def execution_ids_from(first_ns: int, count: int) -> list[str]:
+    """Ids for ``count`` executions made one after another from ``first_ns`` (nanoseconds
+    since the epoch) on. Made ahead of time, they are taken into use by
+    ``claim_execution_ids``; ``new_execution_id`` is what to use otherwise."""
+    salt = secrets.token_hex(3 * count)
+    return [f"exe-{first_ns + i:016x}{salt[6 * i : 6 * i + 6]}" for i in range(count)]
+
+
+def claim_execution_ids(first_ns: int, last_ns: int) -> bool:
+    """Take into use ids made ahead with ``execution_ids_from`` for ``first_ns`` to ``last_ns``:
+    refused (False) if an id at or after ``first_ns`` was made since, for then they would not
+    sort by creation (nor surely be unique). Ids made later sort after them."""
+    global _last_id_ns
+    with _id_lock:
+        if _last_id_ns >= first_ns:
+            return False
+        _last_id_ns = last_ns
+        return True
 
 
 @dataclass(slots=True, eq=False)

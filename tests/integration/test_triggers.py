@@ -227,6 +227,40 @@ async def test_triggers_survive_restarts_and_can_be_changed(make_engine: MakeEng
         assert await again.emit("Item", "Created", {"id": "d", "dir": "/in"}) == []
 
 
+async def test_trigger_names_stay_unique_through_renames_deletes_and_restarts(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine()
+    engine.function(fns.item_id)
+    async with engine:
+        first = await engine.triggers.create(ON_CREATED)
+        with pytest.raises(ConfigurationError, match="exists already"):
+            await engine.triggers.create(ON_CREATED)
+        await engine.triggers.update("on-created", name="renamed")
+        with pytest.raises(ConfigurationError, match="no trigger"):
+            engine.triggers.get("on-created")
+        assert engine.triggers.get("renamed").id == first.id
+        second = await engine.triggers.create(ON_CREATED)  # the old name is free again
+        assert second.id != first.id
+        with pytest.raises(ConfigurationError, match="exists already"):
+            await engine.triggers.update("renamed", name="on-created")
+        assert engine.triggers.get("renamed").id == first.id  # the refused rename left it
+        applied = await engine.triggers.apply(
+            {**ON_CREATED, "name": "renamed", "actions": ["Updated"]}
+        )
+        assert applied.id == first.id and applied.spec.actions == ("Updated",)
+        await engine.triggers.delete("on-created")
+        third = await engine.triggers.create(ON_CREATED)
+        assert third.id not in (first.id, second.id)
+    again = make_engine()
+    again.function(fns.item_id)
+    async with again:
+        assert again.triggers.get("on-created").id == third.id
+        assert again.triggers.get("renamed").id == first.id
+        with pytest.raises(ConfigurationError, match="exists already"):
+            await again.triggers.create({**ON_CREATED, "name": "renamed"})
+
+
 async def test_triggers_load_from_a_service_json_file(
     make_engine: MakeEngine, tmp_path: Path
 ) -> None:
@@ -273,6 +307,11 @@ async def test_cron_trigger_fires_on_schedule_with_its_input(make_engine: MakeEn
         await handle.wait_for_completion(timeout=10)
         results = await handle.results()
         stats = engine.triggers.get("every-second").stats
+        executions = [await engine.get(i) for i in (await handle.list()).execution_ids]
+    for execution in executions:  # created at its time, not before (firings are staged ahead)
+        assert execution.event is not None
+        scheduled = datetime.fromisoformat(execution.event["scheduled"])
+        assert execution.created_at >= scheduled and execution.status_log[0].time >= scheduled
     assert 2 <= len(results) <= 3
     assert results[0]["kwargs"] == {"x": 7}
     assert stats.fired == len(results)

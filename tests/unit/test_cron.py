@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from triggerfish.triggers.cron import CronError, CronSchedule
+from triggerfish.triggers.cron import CronError, CronSchedule, NextFireTimes
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -131,3 +131,38 @@ def test_misfire_listing_keeps_the_latest_times() -> None:
     plan = plan_misfires(every_second, "catch_up", 5, start, start + timedelta(hours=1), limit=100)
     assert plan.missed_beyond == 3600 - 100
     assert len(plan.run) == 6 and plan.run[-1] == start + timedelta(hours=1)  # [now-5s, now]
+
+
+@pytest.mark.parametrize(
+    ("spec", "zone"),
+    [("*/15 * * * *", "Europe/Berlin"), ("30 2 * * *", "Europe/Berlin"), ("*/7 * * * * *", "UTC")],
+)
+def test_shared_next_fire_times_agree_with_the_schedule(spec: str, zone: str) -> None:
+    schedule = CronSchedule.parse(spec, zone, end_at=datetime(2026, 10, 26, tzinfo=UTC))
+    shared = NextFireTimes()
+    # Across both transitions of 2026 and past end_at, at uneven steps, forwards and back.
+    for start in (datetime(2026, 3, 28, 23, tzinfo=UTC), datetime(2026, 10, 24, 23, tzinfo=UTC)):
+        instants = [start + timedelta(seconds=97 * i) for i in range(3000)]
+        for after in instants + instants[::-7]:
+            assert shared.next_after(schedule, after) == schedule.next_after(after), after
+
+
+def test_shared_next_fire_times_forget_beyond_their_limit() -> None:
+    shared = NextFireTimes(limit=2)
+    after = datetime(2026, 1, 1, tzinfo=UTC)
+    for minute in range(5):
+        schedule = CronSchedule.parse(f"{minute} * * * *")
+        assert shared.next_after(schedule, after) == after + timedelta(minutes=minute or 60)
+    assert len(shared._known) <= 2
+    with pytest.raises(CronError, match="time zone"):
+        shared.next_after(schedule, datetime(2026, 1, 1))
+
+
+def test_a_time_skipped_by_spring_forward_still_fires_when_asked_from_inside_the_gap() -> None:
+    daily = CronSchedule.parse("30 2 * * *", "Europe/Berlin")
+    jump = datetime(2026, 3, 29, 1, tzinfo=UTC)  # 02:00 CET becomes 03:00 CEST
+    shifted = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)  # 02:30, shifted to 03:30 CEST
+    for after in (jump - timedelta(minutes=1), jump, jump + timedelta(minutes=1)):
+        assert daily.next_after(after) == shifted
+    following = daily.next_after(shifted)
+    assert following is not None and local([following]) == ["03-30 02:30+0200"]

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from triggerfish import ConfigurationError, FunctionSpec, ServiceSpec
 from triggerfish.engine.replica import protocol
 from triggerfish.engine.runtimes.process import exit_reason
-from triggerfish.models import new_execution_id
+from triggerfish.models import (
+    claim_execution_ids,
+    execution_ids_from,
+    new_execution_id,
+    new_execution_ids,
+)
 
 
 def test_function_spec_defaults_and_backoff() -> None:
@@ -41,7 +48,20 @@ def test_secrets_are_not_in_repr() -> None:
 
 def test_ids_sort_by_creation() -> None:
     ids = [new_execution_id() for _ in range(1000)]
-    assert ids == sorted(ids) and len(set(ids)) == 1000
+    ids += [*new_execution_ids(1000), new_execution_id(), *new_execution_ids(1)]
+    assert ids == sorted(ids) and len(set(ids)) == 2002
+    assert {len(i) for i in ids} == {len(ids[0])}
+
+
+def test_ids_made_ahead_sort_by_when_they_are_claimed() -> None:
+    first = time.time_ns() + 10**9
+    ahead = execution_ids_from(first, 3)
+    before = new_execution_id()
+    assert claim_execution_ids(first, first + 2)
+    after = new_execution_id()
+    assert [before, *ahead, after] == sorted([before, *ahead, after])
+    assert not claim_execution_ids(first + 1, first + 2)  # an id at or after them exists
+    assert not claim_execution_ids(time.time_ns() - 10**9, time.time_ns())
 
 
 def test_frames_round_trip() -> None:

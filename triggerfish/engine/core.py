@@ -21,8 +21,8 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -53,7 +53,10 @@ from ..models import (
     TriggerRecord,
     TriggerSpec,
     belongs_to,
+    claim_execution_ids,
+    execution_ids_from,
     new_execution_id,
+    new_execution_ids,
 )
 from ..store.abc import Store
 from ..triggers.cron import CronSchedule, plan_misfires
@@ -73,6 +76,21 @@ UNFINISHED = (PENDING, RUNNING, ExecutionStatus.CANCELLING)
 MAX_LOG_ENTRIES = 10_000
 MAX_LOG_TEXT = 64 * 1024
 MAX_RESULT_BYTES = 256 * 1024 * 1024  # sqlite refuses a value over 1e9 bytes
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class CronFiring(NamedTuple):
+    """A cron firing built ahead of its time, waiting to be created."""
+
+    trigger: TriggerRecord
+    record: ExecutionRecord | None  # None: its function is not registered or is paused
+    once: tuple[str, str]
+    message: str
+    id_ns: int  # the time in its id, made ahead (see claim_execution_ids)
+
+
+def _fired_by(trigger: TriggerRecord) -> str:
+    return f"fired by trigger {trigger.spec.name!r}"
 
 
 def raise_for_outcome(record: ExecutionRecord) -> bytes:
@@ -172,10 +190,13 @@ class EngineCore(PoolCallbacks):
         self.running = False
         # Triggers: every stored trigger, the bus for event ones, the clock for cron ones.
         self.trigger_records: dict[str, TriggerRecord] = {}
+        self._trigger_ids: dict[str, str] = {}  # name -> id: names are unique, looked up often
         self.bus = EventBus(
             self._create_triggered, lambda t: self.store.save_trigger(t), max_lineage_depth
         )
-        self.clock = CronClock(self._cron_fire)
+        self.clock: CronClock[CronFiring] = CronClock(self._cron_stage, self._cron_hand_over)
+        # The cron time being staged, as text, and the id time of its next firing.
+        self._staging: tuple[datetime | None, str, int] = (None, "", 0)
         self.cron_lateness: deque[float] = deque(maxlen=100_000)
         self._born: dict[str, ExecutionRecord] = {}  # made by triggers, dispatched once committed
         self._emit_waiting: set[str] = set()
@@ -244,6 +265,7 @@ class EngineCore(PoolCallbacks):
         stored = await self.store.list_triggers()
         for trigger in stored:  # before recovery, whose status changes are events too
             self.trigger_records[trigger.id] = trigger
+            self._trigger_ids[trigger.spec.name] = trigger.id
             if isinstance(trigger.spec, EventTriggerSpec):
                 self.bus.watch(trigger)
         await self._recover()
@@ -586,34 +608,64 @@ class EngineCore(PoolCallbacks):
         event: dict[str, Any],
         once: tuple[str, str] | None,
     ) -> ExecutionRecord | None:
-        function = trigger.spec.function
-        spec = self.functions.get(self.aliases.get(function, function))
         now = time.time()
-        if spec is None:
-            self._suppress(trigger, f"function {function!r} is not registered", now)
-            logger.error("trigger_function_missing", trigger_id=trigger.id, function=function)
+        record = self._triggered_record(trigger, body, lineage, event)
+        if record is None:
+            self._not_fired(trigger, now)
             return None
-        if spec.service in self.inactive:
-            self._suppress(trigger, f"service {spec.service!r} is paused", now)
-            logger.info("trigger_service_paused", trigger_id=trigger.id, service=spec.service)
+        record.id = new_execution_id()
+        self._hand_over(record, once, _fired_by(trigger), now)
+        self._adopt(record)
+        return record
+
+    def _triggered_record(
+        self, trigger: TriggerRecord, body: Any, lineage: tuple[str, ...], event: dict[str, Any]
+    ) -> ExecutionRecord | None:
+        """A firing's record, not created yet (no id, no time); None if its function is not
+        registered or its service is paused (see _not_fired)."""
+        spec = self._trigger_function(trigger)
+        if spec is None or spec.service in self.inactive:
             return None
         args = (body,) if isinstance(trigger.spec, EventTriggerSpec) else ()
-        record = ExecutionRecord(
-            id=new_execution_id(),
+        return ExecutionRecord(
+            id="",
             function=spec.name,
             service=spec.service,
             input=pickle.dumps((args, dict(trigger.spec.input)), protocol=pickle.HIGHEST_PROTOCOL),
             max_attempts=spec.max_attempts,
-            created_at=now,
+            created_at=0.0,
             trigger_id=trigger.id,
             event=event,
             lineage=lineage,
         )
-        record.status_log.append((now, PENDING, None, f"fired by trigger {trigger.spec.name!r}"))
+
+    def _hand_over(
+        self, record: ExecutionRecord, once: tuple[str, str] | None, message: str, now: float
+    ) -> None:
+        """Create a triggered execution: it exists from ``now``; dispatched once committed."""
+        record.created_at = now
+        record.status_log.append((now, PENDING, None, message))
+        self.store.create(record, once)
+
+    def _adopt(self, record: ExecutionRecord) -> None:
         self.live[record.id] = record
         self._born[record.id] = record
-        self.store.create(record, once)
-        return record
+
+    def _trigger_function(self, trigger: TriggerRecord) -> FunctionSpec | None:
+        function = trigger.spec.function
+        return self.functions.get(self.aliases.get(function, function))
+
+    def _not_fired(self, trigger: TriggerRecord, now: float) -> None:
+        """Record why a matching event or a due cron time created no execution."""
+        function = trigger.spec.function
+        spec = self._trigger_function(trigger)
+        if spec is None:
+            reason = f"function {function!r} is not registered"
+            logger.error("trigger_function_missing", trigger_id=trigger.id, function=function)
+        else:
+            reason = f"service {spec.service!r} is paused"
+            logger.info("trigger_service_paused", trigger_id=trigger.id, service=spec.service)
+        self._suppress(trigger, reason, now)
 
     def _suppress(self, trigger: TriggerRecord, reason: str, now: float) -> None:
         trigger.suppressed += 1
@@ -621,16 +673,47 @@ class EngineCore(PoolCallbacks):
         trigger.last_suppressed_at = now
         self.store.save_trigger(trigger)
 
-    def _cron_fire(self, trigger_id: str, when: datetime, lateness: float) -> None:
+    def _cron_stage(self, trigger_id: str, when: datetime) -> CronFiring | None:
+        """Build a cron firing ahead of its time (see CronClock); creates nothing."""
         trigger = self.trigger_records.get(trigger_id)
-        if trigger is None or not self.running:
-            return
-        self.cron_lateness.append(lateness)
-        scheduled = when.isoformat()
+        if trigger is None:
+            return None
+        staging, scheduled, id_ns = self._staging
+        if staging != when:  # thousands of firings share a time: format it once
+            scheduled, id_ns = when.isoformat(), (when - EPOCH) // timedelta(microseconds=1) * 1000
+        self._staging = (when, scheduled, id_ns + 1)
         event = {"resource": "Cron", "action": "tick", "scheduled": scheduled}
-        self._create_triggered(trigger, None, (trigger.id,), event, (trigger.id, scheduled))
-        trigger.cursor = when.timestamp()
-        self.store.save_trigger(trigger)
+        record = self._triggered_record(trigger, None, (trigger.id,), event)
+        if record is not None:
+            (record.id,) = execution_ids_from(id_ns, 1)
+        return CronFiring(trigger, record, (trigger.id, scheduled), _fired_by(trigger), id_ns)
+
+    def _cron_hand_over(self, firings: list[CronFiring], when: datetime) -> None:
+        """Create staged cron firings, now that ``when`` has come: each is timed on its own,
+        in a loop kept to what creating one needs."""
+        if not self.running or not firings:
+            return
+        due = when.timestamp()
+        # Staged in order, so their ids run from the first to the last.
+        if not claim_execution_ids(firings[0].id_ns, firings[-1].id_ns):
+            for firing, execution_id in zip(firings, new_execution_ids(len(firings)), strict=True):
+                if firing.record is not None:
+                    firing.record.id = execution_id
+        clock, lateness, hand_over = time.time, self.cron_lateness.append, self._hand_over
+        inactive, created = self.inactive, []
+        for trigger, record, once, message, _ in firings:
+            now = clock()
+            if record is None or record.service in inactive:  # or paused since it was staged
+                self._not_fired(trigger, now)
+                continue
+            hand_over(record, once, message, now)
+            lateness(now - due)
+            created.append(record)
+        for record in created:  # bookkeeping, once every firing is handed over
+            self._adopt(record)
+        for firing in firings:
+            firing.trigger.cursor = due
+            self.store.save_trigger(firing.trigger)
 
     def _arm(self, trigger: TriggerRecord, now: float, *, recovering: bool = False) -> None:
         """Make a trigger take effect (or stop, if inactive)."""
@@ -647,7 +730,9 @@ class EngineCore(PoolCallbacks):
             cursor = datetime.fromtimestamp(trigger.cursor, UTC)
             plan = plan_misfires(schedule, spec.misfire, spec.misfire_grace, cursor, now_dt)
             for when in plan.run:
-                self._cron_fire(trigger.id, when, now - when.timestamp())
+                firing = self._cron_stage(trigger.id, when)
+                if firing is not None:
+                    self._cron_hand_over([firing], when)
             missed = len(plan.missed) + plan.missed_beyond
             if missed:
                 trigger.missed += missed
@@ -664,11 +749,13 @@ class EngineCore(PoolCallbacks):
         self.store.save_trigger(trigger)
         self.clock.schedule(trigger.id, schedule, now_dt)
 
+    def trigger_named(self, name: str) -> TriggerRecord | None:
+        trigger_id = self._trigger_ids.get(name)
+        return None if trigger_id is None else self.trigger_records[trigger_id]
+
     def find_trigger(self, trigger: str) -> TriggerRecord:
         """A trigger by id or by name."""
-        found = self.trigger_records.get(trigger)
-        if found is None:
-            found = next((t for t in self.trigger_records.values() if t.spec.name == trigger), None)
+        found = self.trigger_records.get(trigger) or self.trigger_named(trigger)
         if found is None:
             raise TriggerNotFoundError(f"no trigger has the id or name {trigger!r}")
         return found
@@ -678,7 +765,7 @@ class EngineCore(PoolCallbacks):
         self.check_running()
         validate_spec(spec)
         self.spec_of(spec.function)
-        clash = next((t for t in self.trigger_records.values() if t.spec.name == spec.name), None)
+        clash = self.trigger_named(spec.name)
         if clash is not None and clash.id != trigger_id:
             raise ConfigurationError(f"a trigger named {spec.name!r} exists already ({clash.id})")
         now = time.time()
@@ -688,8 +775,10 @@ class EngineCore(PoolCallbacks):
             trigger = self.find_trigger(trigger_id)
             if type(trigger.spec) is not type(spec):
                 raise ConfigurationError("an event trigger cannot become a cron trigger, or back")
+            del self._trigger_ids[trigger.spec.name]  # added again below: a rename frees it
             trigger.spec = spec
         self.trigger_records[trigger.id] = trigger
+        self._trigger_ids[spec.name] = trigger.id
         self._arm(trigger, now)
         self.store.save_trigger(trigger)
         await self.store.flush()
@@ -700,6 +789,7 @@ class EngineCore(PoolCallbacks):
         self.check_running()
         found = self.find_trigger(trigger)
         del self.trigger_records[found.id]
+        del self._trigger_ids[found.spec.name]
         self.bus.forget(found.id)
         self.clock.unschedule(found.id)
         self.store.delete_trigger(found.id)

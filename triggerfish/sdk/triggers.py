@@ -48,9 +48,7 @@ class Triggers:
     async def apply(self, definition: Definition) -> Trigger:
         """Create the trigger, or update the one with the same name to this definition."""
         spec = to_spec(definition)
-        existing = next(
-            (t for t in self._core.trigger_records.values() if t.spec.name == spec.name), None
-        )
+        existing = self._core.trigger_named(spec.name)
         if existing is not None and existing.spec == spec:
             return existing.public()
         record = await self._core.put_trigger(spec, existing.id if existing else None)

@@ -23,13 +23,14 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
 from ..errors import ConfigurationError
 
-__all__ = ["CronError", "CronSchedule", "MisfirePlan", "plan_misfires"]
+__all__ = ["CronError", "CronSchedule", "MisfirePlan", "NextFireTimes", "plan_misfires"]
 
 
 class CronError(ConfigurationError):
@@ -73,10 +74,7 @@ class CronSchedule:
                 f"cron spec {spec!r} has {len(fields)} fields; it takes 5 "
                 "(minute hour day month weekday) or 6 (second first)"
             )
-        try:
-            croniter(" ".join(fields), second_at_beginning=len(fields) == 6)
-        except (ValueError, KeyError) as exc:
-            raise CronError(f"invalid cron spec {spec!r}: {exc}") from None
+        _check_spec(" ".join(fields))
         _zone(timezone)
         start = _aware(start_at, "start_at") if start_at else None
         end = _aware(end_at, "end_at") if end_at else None
@@ -92,9 +90,11 @@ class CronSchedule:
         if self.start_at is not None and after < self.start_at:
             after = self.start_at - timedelta(microseconds=1)
         zone = _zone(self.timezone)
-        local = after.astimezone(zone).replace(tzinfo=None)
         iterator = croniter(
-            self.spec, local, ret_type=datetime, second_at_beginning=len(self.spec.split()) == 6
+            self.spec,
+            _walk_start(after, zone),
+            ret_type=datetime,
+            second_at_beginning=len(self.spec.split()) == 6,
         )
         # Walk wall-clock times until one maps to an instant after ``after``: that skips the
         # second pass through a repeated hour and merges skipped times that shift onto one.
@@ -114,6 +114,55 @@ class CronSchedule:
         while current is not None and current <= until:
             yield current
             current = self.next_after(current)
+
+
+@lru_cache(maxsize=1024)
+def _check_spec(spec: str) -> None:
+    """Raise CronError for a spec croniter refuses. Cached: building a croniter costs tens of
+    microseconds, and thousands of triggers often share one spec."""
+    try:
+        croniter(spec, second_at_beginning=len(spec.split()) == 6)
+    except (ValueError, KeyError) as exc:
+        raise CronError(f"invalid cron spec {spec!r}: {exc}") from None
+
+
+class NextFireTimes:
+    """``CronSchedule.next_after`` for many triggers that share schedules, computed once.
+
+    An answer ``next_after(a) == b`` holds for every instant in ``[a, b)`` (no fire time lies
+    between), and ``None`` holds for every instant after ``a``; so each schedule's latest answer
+    is kept with that range and serves any ``after`` inside it. Pure: time is passed in.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._known: dict[CronSchedule, tuple[datetime, datetime | None]] = {}
+
+    def next_after(self, schedule: CronSchedule, after: datetime) -> datetime | None:
+        after = _aware(after, "after")
+        known = self._known.get(schedule)
+        if known is not None:
+            since, answer = known
+            if since <= after and (answer is None or after < answer):
+                return answer
+        answer = schedule.next_after(after)
+        if len(self._known) >= self._limit:
+            self._known.clear()  # schedules come and go: forget them all rather than track use
+        self._known[schedule] = (after, answer)
+        return answer
+
+
+def _walk_start(after: datetime, zone: ZoneInfo) -> datetime:
+    """The naive wall time to walk fire times from. Usually the wall clock at ``after``; but
+    less than a gap's length after clocks went forward, the skipped wall times (which fire
+    shifted by the gap, so after ``after``) lie behind the wall clock: start before them."""
+    offset = after.astimezone(zone).utcoffset()
+    earlier = (after - timedelta(days=1)).astimezone(zone).utcoffset()
+    assert offset is not None and earlier is not None  # a ZoneInfo always has one
+    gap = offset - earlier
+    if gap > timedelta(0) and (after - gap).astimezone(zone).utcoffset() != offset:
+        offset = earlier
+    return (after + offset).replace(tzinfo=None)
 
 
 def _to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
