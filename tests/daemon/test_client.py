@@ -452,6 +452,23 @@ async def test_follow_logs_of_an_unknown_execution_is_404(daemon: Daemon) -> Non
     assert set(answer.json()) == {"detail", "error"}
 
 
+async def test_patch_a_trigger(daemon: Daemon) -> None:
+    with daemon.http() as http:
+        definition = {**WIDGET_TRIGGER, "name": "patched", "resource": "Patched"}
+        assert http.post("/triggers", json=definition).status_code == 201
+        changed = http.patch("/triggers/patched", json={"filter": {"size": {"$gt": 2}}})
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["spec"]["filter"] == {"size": {"$gt": 2}}
+        # A field named like the route's parameter is an unknown field, not a server error.
+        clash = http.patch("/triggers/patched", json={"trigger": 1})
+        assert clash.status_code == 400, clash.text
+        assert "trigger" in clash.json()["detail"]
+        bad = http.patch("/triggers/patched", json={"filter": {"size": {"$bogus": 1}}})
+        assert bad.status_code == 400 and "$bogus" in bad.json()["detail"], bad.text
+        assert http.patch("/triggers/nobody", json={"active": False}).status_code == 404
+        assert http.get("/triggers/patched").json()["spec"]["filter"] == {"size": {"$gt": 2}}
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "names"),
     [

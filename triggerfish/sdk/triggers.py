@@ -54,8 +54,9 @@ class Triggers:
         record = await self._core.put_trigger(spec, existing.id if existing else None)
         return record.public()
 
-    async def update(self, trigger: str, **changes: Any) -> Trigger:
-        """Change some fields of a trigger's spec (``filter=...``, ``cron=...``, ...)."""
+    async def update(self, trigger: str, /, **changes: Any) -> Trigger:
+        """Change some fields of a trigger's spec (``filter=...``, ``cron=...``, ...).
+        Positional-only, so a field named like the parameter is a change, not a clash."""
         current = self._core.find_trigger(trigger)
         try:
             spec = type(current.spec).model_validate({**current.spec.model_dump(), **changes})
