@@ -146,15 +146,19 @@ def test_logs_and_logs_follow(daemon: Daemon) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        assert follow.stdout is not None
-        first = follow.stdout.readline()
-        status_at_first_line = _status(daemon, execution_id)
-        rest, stderr = follow.communicate(timeout=30)
-    finally:
-        if follow.poll() is None:
-            follow.kill()
-            follow.communicate()
+    with follow:  # closes the pipes; kills it if a check below fails first
+        try:
+            assert follow.stdout is not None and follow.stderr is not None
+            first = follow.stdout.readline()
+            status_at_first_line = _status(daemon, execution_id)
+            # From the same buffered pipe: readline may have buffered the lines after the
+            # first, which communicate() (reading the raw descriptor) would never see.
+            rest = follow.stdout.read()
+            stderr = follow.stderr.read()
+            follow.wait(timeout=30)
+        finally:
+            if follow.poll() is None:
+                follow.kill()
     assert follow.returncode == 0, stderr
     assert first == "line 0\n"
     assert status_at_first_line == "RUNNING"  # it streamed while the execution ran
