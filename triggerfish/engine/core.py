@@ -15,6 +15,7 @@ seen is never run again after a crash.
 
 from __future__ import annotations
 
+import gc
 import math
 import pickle
 import secrets
@@ -701,14 +702,20 @@ class EngineCore(PoolCallbacks):
                     firing.record.id = execution_id
         clock, lateness, hand_over = time.time, self.cron_lateness.append, self._hand_over
         inactive, created = self.inactive, []
-        for trigger, record, once, message, _ in firings:
-            now = clock()
-            if record is None or record.service in inactive:  # or paused since it was staged
-                self._not_fired(trigger, now)
-                continue
-            hand_over(record, once, message, now)
-            lateness(now - due)
-            created.append(record)
+        collecting = gc.isenabled()
+        gc.disable()  # a full collection of a large heap would stall the firings behind it
+        try:
+            for trigger, record, once, message, _ in firings:
+                now = clock()
+                if record is None or (inactive and record.service in inactive):  # or paused
+                    self._not_fired(trigger, now)
+                    continue
+                hand_over(record, once, message, now)
+                lateness(now - due)
+                created.append(record)
+        finally:
+            if collecting:
+                gc.enable()
         for record in created:  # bookkeeping, once every firing is handed over
             self._adopt(record)
         for firing in firings:
