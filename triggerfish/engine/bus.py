@@ -9,12 +9,11 @@ execution's status change and the pipeline step it triggers are committed togeth
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..models import EventTriggerSpec, ExecutionRecord, TriggerRecord
+from ..models import EventTriggerSpec, ExecutionRecord, TriggerRecord, id_salt
 from ..triggers.matcher import TriggerIndex
 from .log import logger
 
@@ -26,7 +25,7 @@ CreateExecution = Callable[
 
 
 def new_event_id() -> str:
-    return f"evt-{time.time_ns():016x}{secrets.token_hex(3)}"
+    return f"evt-{time.time_ns():016x}{id_salt()}"
 
 
 class EventBus:
