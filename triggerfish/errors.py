@@ -12,6 +12,7 @@ Every error the library raises on purpose is one of these; errors from the parts
     │   ├── PackageNotFoundError     no package has that name (or no such revision)
     │   └── SerializationError       arguments or a result that cannot be pickled
     ├── EngineClosedError            the engine is not running (not started, or stopped)
+    ├── ImageBuildError              a container image could not be built (``log`` has why)
     ├── ExecutionNotFoundError       no execution has that id
     ├── RemoteError                  the daemon could not be reached, or answered an error
     │   └── AuthenticationError      the daemon refused the API key (or none was given)
@@ -32,6 +33,7 @@ __all__ = [
     "DefinitionError",
     "EngineClosedError",
     "ExecutionNotFoundError",
+    "ImageBuildError",
     "InvocationCancelledError",
     "InvocationError",
     "InvocationFailedError",
@@ -83,6 +85,15 @@ class EngineClosedError(TriggerfishError, RuntimeError):
 
 class ExecutionNotFoundError(TriggerfishError, LookupError):
     """No execution has that id."""
+
+
+class ImageBuildError(TriggerfishError, OSError):
+    """A container image derived for a function's requirements or data could not be built.
+    ``log`` is the whole build log (the message ends with its tail)."""
+
+    def __init__(self, message: str, *, log: str) -> None:
+        super().__init__(message)
+        self.log = log
 
 
 class RemoteError(TriggerfishError):
