@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 import subprocess
 import sys
-from typing import Any
 
 import anyio
 from anyio.abc import Process, TaskGroup, TaskStatus
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ...models import ServiceSpec
 from ..log import logger
 from ..replica import protocol
 from .abc import Replica, ReplicaListener, Runtime
+from .framed import FramedReplica
 
 _STDERR_TAIL = 4000
 
@@ -35,32 +33,19 @@ def exit_reason(returncode: int | None) -> str:
     return f"exited with code {returncode}"
 
 
-class ProcessReplica(Replica):
+class ProcessReplica(FramedReplica):
     def __init__(self, process: Process, listener: ReplicaListener, service: str) -> None:
-        self.id = f"rep-{secrets.token_hex(4)}"
+        super().__init__(listener)
         self.process = process
         self.service = service
-        self._listener = listener
-        self._outbox: list[tuple[Any, ...]] = []
-        self._wake = anyio.Event()
         self._stderr_tail = b""
-        self._closing = False
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
-    def send(self, message: tuple[Any, ...]) -> None:
-        self._outbox.append(message)
-        self._wake.set()
-
-    async def stop(self, grace: float) -> None:
-        self._closing = True
-        self._wake.set()  # the writer closes stdin; the runner exits on end of file
-        with anyio.move_on_after(grace, shield=True):
-            await self.process.wait()
-            return
-        self.kill()
+    async def _exited(self) -> None:
+        await self.process.wait()
 
     def kill(self) -> None:
         if self.process.returncode is None:
@@ -71,10 +56,12 @@ class ProcessReplica(Replica):
         reason = "ended"
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._write_loop, name=f"{self.id}-writer")
+                assert self.process.stdin is not None and self.process.stdout is not None
+                stdin = self.process.stdin
+                tg.start_soon(self._write_frames, stdin, stdin.aclose, name=f"{self.id}-writer")
                 tg.start_soon(self._drain_stderr, name=f"{self.id}-stderr")
                 task_status.started()
-                await self._read_loop()
+                await self._read_frames(self.process.stdout)
                 with anyio.CancelScope(shield=True):
                     await self.process.wait()
                     reason = exit_reason(self.process.returncode)
@@ -87,34 +74,6 @@ class ProcessReplica(Replica):
                 self.kill()
                 await self.process.aclose()
             self._listener.replica_exited(self, reason)
-
-    async def _read_loop(self) -> None:
-        assert self.process.stdout is not None
-        stream = BufferedByteReceiveStream(self.process.stdout)
-        header_size = protocol.HEADER.size
-        while True:
-            try:
-                header = await stream.receive_exactly(header_size)
-                body = await stream.receive_exactly(protocol.HEADER.unpack(header)[0])
-            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError):
-                return
-            self._listener.replica_messages(self, protocol.decode(body))
-
-    async def _write_loop(self) -> None:
-        assert self.process.stdin is not None
-        stdin = self.process.stdin
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                if self._outbox:
-                    batch, self._outbox = self._outbox, []
-                    await stdin.send(protocol.encode(batch))
-                if self._closing:
-                    await stdin.aclose()
-                    return
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            return  # the replica is gone; the read loop reports how
 
     async def _drain_stderr(self) -> None:
         assert self.process.stderr is not None
