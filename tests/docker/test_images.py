@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,30 +13,20 @@ import pytest
 from triggerfish.engine.runtimes.images import BuildState, ImageBuilder, Recipe
 from triggerfish.errors import ImageBuildError
 
+from .conftest import BASE_IMAGE
+
 pytestmark = pytest.mark.anyio
 
-BASE = os.environ.get("TRIGGERFISH_RUNNER_IMAGE", "triggerfish/python:3")
+BASE = BASE_IMAGE
 
 
-@pytest.fixture
-async def docker() -> AsyncIterator[aiodocker.Docker]:
-    client = aiodocker.Docker()
-    try:
-        try:
-            await client.version()
-        except (aiodocker.DockerError, OSError) as exc:
-            pytest.skip(f"no Docker engine answers ({exc}); scripts/docker-up.sh starts one")
-        try:
-            await client.images.inspect(BASE)
-        except aiodocker.DockerError:
-            pytest.skip(f"no image {BASE}; scripts/build-base-image.sh builds it")
-        before = {i["Id"] for i in await _derived(client)}
-        yield client
-        for image in await _derived(client):  # what this test built
-            if image["Id"] not in before:
-                await client.images.delete(image["Id"], force=True)
-    finally:
-        await client.close()
+@pytest.fixture(autouse=True)
+async def _remove_what_a_test_built(docker: aiodocker.Docker) -> AsyncIterator[None]:
+    before = {i["Id"] for i in await _derived(docker)}
+    yield
+    for image in await _derived(docker):
+        if image["Id"] not in before:
+            await docker.images.delete(str(image["Id"]), force=True)
 
 
 async def _derived(client: aiodocker.Docker) -> list[dict[str, object]]:
