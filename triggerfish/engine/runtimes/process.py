@@ -12,12 +12,11 @@ from typing import Any
 
 import anyio
 from anyio.abc import Process, TaskGroup, TaskStatus
-from anyio.streams.buffered import BufferedByteReceiveStream
 
-from ...models import ServiceSpec
 from ..log import logger
 from ..replica import protocol
-from .abc import Replica, ReplicaListener, Runtime
+from .abc import Replica, ReplicaListener, ReplicaPlan, Runtime
+from .frames import FrameLink
 
 _STDERR_TAIL = 4000
 
@@ -41,22 +40,18 @@ class ProcessReplica(Replica):
         self.process = process
         self.service = service
         self._listener = listener
-        self._outbox: list[tuple[Any, ...]] = []
-        self._wake = anyio.Event()
+        self._link = FrameLink(lambda messages: listener.replica_messages(self, messages))
         self._stderr_tail = b""
-        self._closing = False
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def send(self, message: tuple[Any, ...]) -> None:
-        self._outbox.append(message)
-        self._wake.set()
+        self._link.send(message)
 
     async def stop(self, grace: float) -> None:
-        self._closing = True
-        self._wake.set()  # the writer closes stdin; the runner exits on end of file
+        self._link.close()  # the writer closes stdin; the runner exits on end of file
         with anyio.move_on_after(grace, shield=True):
             await self.process.wait()
             return
@@ -71,10 +66,11 @@ class ProcessReplica(Replica):
         reason = "ended"
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._write_loop, name=f"{self.id}-writer")
+                assert self.process.stdin is not None and self.process.stdout is not None
+                tg.start_soon(self._link.write_loop, self.process.stdin, name=f"{self.id}-writer")
                 tg.start_soon(self._drain_stderr, name=f"{self.id}-stderr")
                 task_status.started()
-                await self._read_loop()
+                await self._link.read_loop(self.process.stdout)
                 with anyio.CancelScope(shield=True):
                     await self.process.wait()
                     reason = exit_reason(self.process.returncode)
@@ -87,34 +83,6 @@ class ProcessReplica(Replica):
                 self.kill()
                 await self.process.aclose()
             self._listener.replica_exited(self, reason)
-
-    async def _read_loop(self) -> None:
-        assert self.process.stdout is not None
-        stream = BufferedByteReceiveStream(self.process.stdout)
-        header_size = protocol.HEADER.size
-        while True:
-            try:
-                header = await stream.receive_exactly(header_size)
-                body = await stream.receive_exactly(protocol.HEADER.unpack(header)[0])
-            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError):
-                return
-            self._listener.replica_messages(self, protocol.decode(body))
-
-    async def _write_loop(self) -> None:
-        assert self.process.stdin is not None
-        stdin = self.process.stdin
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                if self._outbox:
-                    batch, self._outbox = self._outbox, []
-                    await stdin.send(protocol.encode(batch))
-                if self._closing:
-                    await stdin.aclose()
-                    return
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            return  # the replica is gone; the read loop reports how
 
     async def _drain_stderr(self) -> None:
         assert self.process.stderr is not None
@@ -132,12 +100,9 @@ class ProcessRuntime(Runtime):
     and the service's env and secrets."""
 
     async def start_replica(
-        self,
-        service: ServiceSpec,
-        init_payload: bytes,
-        listener: ReplicaListener,
-        task_group: TaskGroup,
+        self, plan: ReplicaPlan, listener: ReplicaListener, task_group: TaskGroup
     ) -> Replica:
+        service = plan.service
         env = service.environment()
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env["PYTHONUNBUFFERED"] = "1"
@@ -150,6 +115,6 @@ class ProcessRuntime(Runtime):
         )
         replica = ProcessReplica(process, listener, service.name)
         await task_group.start(replica.run, name=f"replica-{replica.id}")
-        replica.send((protocol.INIT, init_payload))
+        replica.send((protocol.INIT, plan.init_payload))
         logger.info("replica_started", service=service.name, replica_id=replica.id, pid=process.pid)
         return replica
