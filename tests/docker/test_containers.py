@@ -16,8 +16,14 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 import triggerfish
+from tests.integration.test_packages import write_codebase
 from triggerfish import ConfigurationError, ExecutionStatus, InvocationFailedError, ServiceState
-from triggerfish.engine.runtimes.docker import LABEL_REPLICA, LABEL_SERVICE, DockerRuntime
+from triggerfish.engine.runtimes.docker import (
+    LABEL_REPLICA,
+    LABEL_SERVICE,
+    DockerRuntime,
+    default_image,
+)
 
 from . import fns
 from .helpers import containers_of, kill_container
@@ -200,3 +206,23 @@ async def test_a_runtime_without_a_docker_engine_fails_its_executions_clearly(
     async with engine:
         with pytest.raises(InvocationFailedError, match="no Docker engine answers at"):
             await engine.handle(fns.where).call_remote()
+
+
+async def test_a_service_json_with_a_runner_image_runs_its_codebase_in_containers(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    code = write_codebase(tmp_path / "code", "model-1", factor=2)
+    engine = make_engine()
+    async with engine:
+        await engine.packages.push(code)
+        await engine.deployments.deploy(
+            {
+                "name": "resizer",
+                "packageName": "images",
+                "initParams": {"greeting": "hi", "init_log": "/tmp/inits.log"},
+                "runtime": {"runnerImage": default_image()},
+            }
+        )
+        assert await engine.handle("resizer.resize").call_remote(4) == "hi model-1 8"
+        (container,) = await containers_of(engine.engine_id)
+        assert container["Image"] == default_image()

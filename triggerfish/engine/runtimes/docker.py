@@ -163,7 +163,7 @@ class ContainerReplica(Replica):
         memory: float,
         live: set[ContainerReplica],
     ) -> None:
-        """``live``: the runtime's replicas, which this one is in until it is removed."""
+        """``live``: the runtime's replicas, which this one is in while it runs."""
         self.id = replica_id
         self.container = container
         self._expected = expected
@@ -176,7 +176,6 @@ class ContainerReplica(Replica):
         self._kill = anyio.Event()
         self._status: int | None = None
         self._live = live
-        live.add(self)
 
     def send(self, message: tuple[Any, ...]) -> None:
         self._link.send(message)
@@ -194,6 +193,7 @@ class ContainerReplica(Replica):
         self._kill.set()
 
     async def run(self, *, task_status: TaskStatus[None]) -> None:
+        self._live.add(self)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch, tg.cancel_scope, name=f"{self.id}-watch")
@@ -292,6 +292,9 @@ class DockerRuntime(Runtime):
         self._code_dirs: list[str] = []
         self._lib_binds: list[str] = []
         self._replicas: set[ContainerReplica] = set()
+        self._closed = False
+        self._launching = 0  # containers being created and started
+        self._launched = anyio.Event()  # set when the last of them is through
 
     def check(self, plan: ReplicaPlan) -> None:
         image_for(plan.service, plan.functions, self.image)
@@ -328,6 +331,11 @@ class DockerRuntime(Runtime):
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
+            self._closed = True
+            self._broken = "the Docker runtime is closed"
+            if self._launching:  # let them finish, so that what they made is seen below
+                with anyio.move_on_after(_START_TIMEOUT):
+                    await self._launched.wait()
             if self._serve_scope is not None:
                 self._serve_scope.cancel()
             async with anyio.create_task_group() as tg:  # normally there are none left
@@ -340,7 +348,6 @@ class DockerRuntime(Runtime):
             if self._dir is not None:
                 await anyio.to_thread.run_sync(shutil.rmtree, self._dir, True)
                 self._dir = None
-            self._broken = "the Docker runtime is closed"
 
     async def _remove_containers(self, which: str) -> None:
         """Remove every container labelled with this engine's id."""
@@ -362,7 +369,7 @@ class DockerRuntime(Runtime):
         self, plan: ReplicaPlan, listener: ReplicaListener, task_group: TaskGroup
     ) -> Replica:
         docker = self._docker
-        if docker is None or self._dir is None:
+        if docker is None or self._dir is None or self._closed:
             raise OSError(self._broken)
         service = plan.service
         image = image_for(service, plan.functions, self.image)
@@ -375,8 +382,11 @@ class DockerRuntime(Runtime):
         replica_id = f"rep-{secrets.token_hex(4)}"
         expected = self._server.expect(replica_id)
         config = self._config(plan, image, resources, replica_id, expected.token)
+        self._launching += 1
         try:
-            with anyio.fail_after(_START_TIMEOUT):
+            with anyio.CancelScope(shield=True), anyio.fail_after(_START_TIMEOUT):
+                # Shielded: a container the Docker engine made must not go unseen because
+                # its answer was cancelled on the way.
                 container = await self._launch(docker, config, replica_id, resources.memory)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
@@ -384,6 +394,11 @@ class DockerRuntime(Runtime):
             if isinstance(exc, DockerError):
                 raise OSError(self._refusal(image, exc)) from exc
             raise
+        finally:
+            self._launching -= 1
+            if not self._launching:
+                self._launched.set()
+                self._launched = anyio.Event()
         replica = ContainerReplica(
             replica_id, container, expected, listener, resources.memory, self._replicas
         )
