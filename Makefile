@@ -1,7 +1,8 @@
 # The two commands a fresh machine needs. Both are idempotent.
 #   make run   the main job: the daemon (sqlite file, process replicas) with an example package
 #              deployed, an event and a cron trigger firing; Ctrl-C stops it
-#   make test  installs what the tests need, then lint, types and the whole test suite
+#   make test  installs what the tests need, then lint, types and the whole test suite; brings
+#              Docker up first where it can (scripts/docker-up.sh), else the Docker tests skip
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -28,6 +29,7 @@ test: install-dev
 	$(BIN)/ruff check triggerfish tests bench examples
 	$(BIN)/ruff format --check triggerfish tests bench examples
 	$(BIN)/mypy
+	-bash scripts/docker-up.sh
 	$(BIN)/python -m pytest
 
 bench: install

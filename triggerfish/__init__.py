@@ -52,7 +52,7 @@ __all__ = [
 
 _HOMES = {
     "Engine": "triggerfish.sdk.engine",
-    "method": "triggerfish.sdk.engine",
+    "method": "triggerfish.sdk.marks",
     "FunctionHandle": "triggerfish.sdk.handle",
     "Client": "triggerfish.sdk.client",
     "ExecutionContext": "triggerfish.engine.replica.context",
@@ -151,8 +151,9 @@ if TYPE_CHECKING:
         StatusChange,
     )
     from .sdk.client import Client
-    from .sdk.engine import Engine, method
+    from .sdk.engine import Engine
     from .sdk.handle import FunctionHandle
+    from .sdk.marks import method
     from .store.abc import Store
     from .store.memory import MemoryStore
     from .store.sqlite import SqliteStore

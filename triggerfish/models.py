@@ -396,10 +396,14 @@ class ServiceSpec(_Frozen):
     """A deployment of functions on replicas: between ``min_replicas`` and ``max_replicas``,
     each running up to ``concurrency`` executions at once. An idle replica above the minimum
     is stopped after ``idle_timeout`` seconds, down to zero if the minimum is zero.
+
+    ``runtime`` says where replicas run: local processes, or containers of ``image`` (or of
+    the image its functions name; they must agree) on the local Docker engine.
     """
 
     name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
-    runtime: Literal["process"] = "process"
+    runtime: Literal["process", "docker"] = "process"
+    image: str | None = None
     min_replicas: int = Field(default=1, ge=0, le=1000)
     max_replicas: int = Field(default=1, ge=1, le=1000)
     concurrency: int = Field(default=1, ge=1, le=10000)
@@ -750,8 +754,9 @@ class AutoscalerDefinition(_Dataloop):
 
 
 class RuntimeDefinition(_Dataloop):
-    """Where and how wide a service runs. ``runnerImage``, ``gpu`` and ``podType`` are kept
-    for container runtimes; process replicas run with the engine's own interpreter."""
+    """Where and how wide a service runs. With a ``runnerImage``, replicas are containers of
+    that image on the local Docker engine; without, local processes with the engine's own
+    interpreter. ``gpu`` and ``podType`` are accepted and kept."""
 
     concurrency: int = Field(default=1, ge=1, le=10000)
     autoscaler: AutoscalerDefinition = Field(default_factory=AutoscalerDefinition)

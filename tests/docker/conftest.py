@@ -1,29 +1,73 @@
-"""A real Docker engine for these tests, or a skip that says why there is none."""
+"""The Docker tests need a Docker engine and the runner image (``bash scripts/docker-up.sh``
+gives both); without them they skip, saying which is missing."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 from collections.abc import AsyncIterator
 
 import aiodocker
 import pytest
 
-BASE_IMAGE = os.environ.get("TRIGGERFISH_RUNNER_IMAGE", "triggerfish/python:3")
+from triggerfish.engine.runtimes.docker import default_image
+
+
+@functools.cache
+def docker_missing() -> str | None:
+    """Why container replicas cannot run here, or None if they can."""
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+    async def check() -> str | None:
+        try:
+            docker = aiodocker.Docker()
+        except Exception as exc:
+            return f"no Docker engine answers at {where}: {exc}"
+        try:
+            await docker.version()
+        except Exception as exc:
+            return f"no Docker engine answers at {where}: {exc}"
+        else:
+            try:
+                await docker.images.inspect(default_image())
+            except aiodocker.DockerError:
+                return (
+                    f"the runner image {default_image()} is not on the Docker engine at {where} "
+                    "(bash scripts/build-base-image.sh builds it)"
+                )
+            return None
+        finally:
+            await docker.close()
+
+    return asyncio.run(check())
 
 
 @pytest.fixture
-async def docker() -> AsyncIterator[aiodocker.Docker]:
-    """A client of a Docker engine that answers and has the runner's base image."""
+def docker_ready() -> None:
+    reason = docker_missing()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture(params=["process", "docker"])
+def runtime(request: pytest.FixtureRequest) -> str:
+    """Each runtime the core behaviours are checked on."""
+    if request.param == "docker":
+        reason = docker_missing()
+        if reason is not None:
+            pytest.skip(reason)
+    return str(request.param)
+
+
+BASE_IMAGE = default_image()
+
+
+@pytest.fixture
+async def docker(docker_ready: None) -> AsyncIterator[aiodocker.Docker]:
+    """A client of the Docker engine, for tests that look at it or act on it directly."""
     client = aiodocker.Docker()
     try:
-        try:
-            await client.version()
-        except (aiodocker.DockerError, OSError) as exc:
-            pytest.skip(f"no Docker engine answers ({exc}); scripts/docker-up.sh starts one")
-        try:
-            await client.images.inspect(BASE_IMAGE)
-        except aiodocker.DockerError:
-            pytest.skip(f"no image {BASE_IMAGE}; scripts/build-base-image.sh builds it")
         yield client
     finally:
         await client.close()

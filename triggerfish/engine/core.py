@@ -21,7 +21,7 @@ import pickle
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -67,7 +67,7 @@ from .clock import CronClock
 from .deadlines import DeadlineQueue
 from .log import debug_enabled, logger
 from .replica import protocol
-from .runtimes.abc import Runtime
+from .runtimes.abc import ReplicaPlan, Runtime
 from .runtimes.process import ProcessRuntime
 from .scheduler import ErrorTriple, PoolCallbacks, ServicePool, Slots
 
@@ -136,30 +136,58 @@ class Waiter:
 
 
 class Service:
-    """A registered service: its spec, its functions and what a replica loads."""
+    """A registered service: its spec, its functions and what a replica loads (with the host
+    directories of code it loads by path, which a container must see)."""
 
     def __init__(
-        self, spec: ServiceSpec, functions: dict[str, FunctionSpec], init_payload: bytes
+        self,
+        spec: ServiceSpec,
+        functions: dict[str, FunctionSpec],
+        init_payload: bytes,
+        code_paths: tuple[str, ...] = (),
     ) -> None:
         self.spec = spec
         self.functions = functions
         self.init_payload = init_payload
+        self.code_paths = code_paths
+
+    def plan(self) -> ReplicaPlan:
+        return ReplicaPlan(
+            service=self.spec,
+            functions=self.functions,
+            init_payload=self.init_payload,
+            code_paths=self.code_paths,
+        )
 
 
 class EngineCore(PoolCallbacks):
-    """Runs registered functions' executions on replicas, keeping each one in the store."""
+    """Runs registered functions' executions on replicas, keeping each one in the store.
+
+    Each service runs on the runtime its spec names: ``runtime`` (default: ProcessRuntime) for
+    "process", ``runtimes`` for others; a "docker" one not given is made on first use.
+    ``engine_id`` names this engine's containers, and must be the same across restarts on
+    the same store, so that a new run finds what an earlier one left behind.
+    """
 
     def __init__(
         self,
         store: Store,
         runtime: Runtime | None = None,
         *,
+        runtimes: Mapping[str, Runtime] | None = None,
+        engine_id: str | None = None,
         kill_grace: float = 5.0,
         drain_timeout: float = 10.0,
         max_lineage_depth: int = 10,
     ) -> None:
         self.store = store
-        self.runtime = runtime or ProcessRuntime()
+        self.engine_id = engine_id or secrets.token_hex(6)
+        self.runtimes: dict[str, Runtime] = {
+            "process": runtime or ProcessRuntime(),
+            **(runtimes or {}),
+        }
+        self._started_runtimes: list[Runtime] = []
+        self._runtime_lock = anyio.Lock()
         self.kill_grace = kill_grace
         self.drain_timeout = drain_timeout
         self.services: dict[str, Service] = {}
@@ -219,11 +247,32 @@ class EngineCore(PoolCallbacks):
         if self._task_group is not None:
             await self._start_pool(service)
 
+    def runtime_for(self, spec: ServiceSpec) -> Runtime:
+        """The runtime that runs ``spec``'s replicas (made on first use)."""
+        runtime = self.runtimes.get(spec.runtime)
+        if runtime is None:
+            if spec.runtime != "docker":
+                raise ConfigurationError(f"service {spec.name!r}: no runtime {spec.runtime!r}")
+            from .runtimes.docker import DockerRuntime  # aiodocker only where it is used
+
+            runtime = self.runtimes["docker"] = DockerRuntime(self.engine_id)
+        return runtime
+
+    async def _started_runtime(self, spec: ServiceSpec) -> Runtime:
+        runtime = self.runtime_for(spec)
+        async with self._runtime_lock:
+            if runtime not in self._started_runtimes:
+                assert self._task_group is not None
+                await runtime.start(self._task_group)
+                self._started_runtimes.append(runtime)
+        return runtime
+
     def _add(self, service: Service, *, replace: bool) -> None:
         name = service.spec.name
         old = self.services.get(name)
         if old is not None and not replace:
             raise TriggerfishError(f"a service named {name!r} is already registered")
+        self.runtime_for(service.spec).check(service.plan())
         for function in service.functions:
             owner = self.functions.get(function)
             if owner is not None and owner.service != name:
@@ -280,8 +329,14 @@ class EngineCore(PoolCallbacks):
     async def _start_pool(self, service: Service) -> None:
         assert self._task_group is not None
         name = service.spec.name
+        runtime = await self._started_runtime(service.spec)
         pool = ServicePool(
-            service.spec, service.functions, service.init_payload, self.runtime, self
+            service.spec,
+            service.functions,
+            service.init_payload,
+            runtime,
+            self,
+            code_paths=service.code_paths,
         )
         pool.inactive = name in self.inactive
         old = self.pools.get(name)
@@ -366,6 +421,9 @@ class EngineCore(PoolCallbacks):
             async with anyio.create_task_group() as tg:
                 for pool in [*self.pools.values(), *self._retired_pools]:
                     tg.start_soon(pool.stop, self.kill_grace)
+            for runtime in self._started_runtimes:
+                await runtime.aclose()
+            self._started_runtimes.clear()
             await self.store.aclose()
             for hook in self.after_stop:
                 await hook()

@@ -102,6 +102,8 @@ def _service(
         concurrency=definition.runtime.concurrency,
         idle_timeout=autoscaler.cooldown_period,
         init_params=definition.init_params,
+        runtime="docker" if definition.runtime.runner_image else "process",
+        image=definition.runtime.runner_image or None,
     )
     functions: dict[str, FunctionSpec] = {}
     targets: dict[str, str] = {}
@@ -129,7 +131,8 @@ def _service(
         "functions": targets,
         "concurrency": spec.concurrency,
     }
-    return Service(spec, functions, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+    blob = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    return Service(spec, functions, blob, code_paths=(str(path),))
 
 
 class DeploymentManager:

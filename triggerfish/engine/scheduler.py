@@ -21,7 +21,7 @@ from ..models import ExecutionRecord, FunctionSpec, ServiceSpec, ServiceState
 from .deadlines import DeadlineQueue
 from .log import logger
 from .replica import protocol
-from .runtimes.abc import Replica, ReplicaListener, Runtime
+from .runtimes.abc import Replica, ReplicaListener, ReplicaPlan, Runtime
 
 ErrorTriple = tuple[str, str, str]
 
@@ -68,10 +68,13 @@ class ServicePool(ReplicaListener):
         init_payload: bytes,
         runtime: Runtime,
         callbacks: PoolCallbacks,
+        *,
+        code_paths: tuple[str, ...] = (),
     ) -> None:
         self.spec = spec
         self.functions = functions
         self._payload = init_payload
+        self._code_paths = code_paths
         self._runtime = runtime
         self._callbacks = callbacks
         self.queues: dict[str, deque[ExecutionRecord]] = {name: deque() for name in functions}
@@ -270,10 +273,18 @@ class ServicePool(ReplicaListener):
     async def _start_replica(self) -> None:
         assert self._task_group is not None
         try:
-            await self._runtime.start_replica(self.spec, self._payload, self, self._task_group)
+            plan = ReplicaPlan(
+                service=self.spec,
+                functions=self.functions,
+                init_payload=self._payload,
+                code_paths=self._code_paths,
+            )
+            await self._runtime.start_replica(plan, self, self._task_group)
         except OSError as exc:
             self.starting -= 1
-            self._callbacks.init_failed(self, ("OSError", f"could not start a replica: {exc}", ""))
+            self.state = ServiceState.ERROR
+            self.error = ("OSError", f"could not start a replica: {exc}", "")
+            self._callbacks.init_failed(self, self.error)
             return
         # The replica counts as starting until it answers READY or INIT_FAILED.
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
-from collections.abc import Callable, Iterable
+import secrets
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
@@ -29,25 +31,14 @@ from ..models import (
 from ..store.abc import Store
 from ..store.sqlite import SqliteStore
 from .handle import FunctionHandle, list_page, to_execution
+from .marks import METHOD_MARK
 from .packages import Deployments, Packages
 from .triggers import Triggers, to_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
 
-_METHOD_MARK = "__triggerfish_method__"
-_SERVICE_FIELDS = ("min_replicas", "max_replicas", "concurrency", "idle_timeout")
-
-
-def method(fn: F | None = None, /, **spec: Any) -> Any:
-    """Mark a method of a class service as an invocable function, with its own spec
-    (timeout, max_attempts...). The method is returned unchanged."""
-
-    def mark(target: F) -> F:
-        setattr(target, _METHOD_MARK, dict(spec))
-        return target
-
-    return mark(fn) if fn is not None else mark
+_SERVICE_FIELDS = ("min_replicas", "max_replicas", "concurrency", "idle_timeout", "runtime")
 
 
 def _replica_fields(replicas: int | tuple[int, int] | None, fields: dict[str, Any]) -> None:
@@ -66,6 +57,14 @@ def _codebase_dir(store: Store, given: str | Path | None) -> Path | None:
     if isinstance(store, SqliteStore) and store.path != ":memory:":
         return Path(store.path).parent / "codebases"
     return None
+
+
+def _engine_id(store: Store) -> str:
+    """Stable across restarts on the same sqlite file (it names the engine's containers, so a
+    new run finds those an earlier one left); a store in memory gets a new one each time."""
+    if isinstance(store, SqliteStore) and store.path != ":memory:":
+        return hashlib.sha256(str(Path(store.path).absolute()).encode()).hexdigest()[:12]
+    return secrets.token_hex(6)
 
 
 def _store_from(store: Store | str | Path | None) -> Store:
@@ -92,6 +91,10 @@ class Engine:
     ``engine.packages`` and ``engine.deployments`` push package revisions and deploy services
     from them. Codebases are extracted to ``codebase_dir``: by default a ``codebases``
     directory beside the sqlite file, or a temporary one for a store in memory.
+
+    A service runs on the runtime its ``runtime`` option names: ``"process"`` (the default;
+    ``runtime`` replaces its ProcessRuntime) or ``"docker"`` (a DockerRuntime made on first
+    use unless ``runtimes={"docker": ...}`` gives one).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class Engine:
         store: Store | str | Path | None = None,
         *,
         runtime: Runtime | None = None,
+        runtimes: Mapping[str, Runtime] | None = None,
         kill_grace: float = 5.0,
         drain_timeout: float = 10.0,
         max_lineage_depth: int = 10,
@@ -108,6 +112,8 @@ class Engine:
         self._core = EngineCore(
             chosen,
             runtime,
+            runtimes=runtimes,
+            engine_id=_engine_id(chosen),
             kill_grace=kill_grace,
             drain_timeout=drain_timeout,
             max_lineage_depth=max_lineage_depth,
@@ -190,7 +196,7 @@ class Engine:
             functions: dict[str, FunctionSpec] = {}
             methods: dict[str, str] = {}
             for attr, member in inspect.getmembers(target, inspect.isfunction):
-                marked = getattr(member, _METHOD_MARK, None)
+                marked = getattr(member, METHOD_MARK, None)
                 if marked is None:
                     continue
                 fname = f"{name}.{attr}"
@@ -262,6 +268,12 @@ class Engine:
     @property
     def function_names(self) -> list[str]:
         return sorted(self._core.functions)
+
+    @property
+    def engine_id(self) -> str:
+        """What names this engine's containers (the ``triggerfish.engine`` label): the same
+        across restarts on the same sqlite file."""
+        return self._core.engine_id
 
     @property
     def core(self) -> EngineCore:

@@ -1,6 +1,8 @@
 """The wire between the engine and a replica: length-prefixed frames, each a pickled list of
 message tuples. Batching messages into frames is what lets one pipe carry tens of thousands of
-executions per second. The first element of each tuple names the message:
+executions per second. Over a socket, the runner first sends one plain line,
+``hello <replica id> <token>\n``, so the engine knows which replica connected before it
+unpickles anything from it. The first element of each tuple names the message:
 
 engine -> replica
     (INIT, payload)                       payload: cloudpickled dict of what to load

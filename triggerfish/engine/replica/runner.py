@@ -1,6 +1,10 @@
 """The replica runner: a child process that loads a service once and runs its executions.
 
-Started as ``python -m triggerfish.engine.replica.runner`` with the protocol on stdin/stdout.
+Started as ``python -m triggerfish.engine.replica.runner`` with the protocol on stdin/stdout,
+or with ``--connect unix:PATH`` (``tcp:HOST:PORT``) to speak it over a socket instead (a
+container's runner): it connects, says ``hello <replica id> <token>`` in one line (from
+``TRIGGERFISH_REPLICA_ID`` and ``TRIGGERFISH_REPLICA_TOKEN``, removed from its environment),
+then speaks the same frames as over pipes.
 It moves the protocol to private descriptors at once, so that nothing the user's code prints
 can corrupt a frame: file descriptor 1 then points at stderr, and ``sys.stdout``/``sys.stderr``
 and the root logger are captured per execution.
@@ -27,6 +31,7 @@ import os
 import pickle
 import queue
 import signal
+import socket
 import sys
 import threading
 import traceback
@@ -487,11 +492,38 @@ def kind_is_timeout(ok: bool, payload: Any) -> bool:
     return not ok and payload[0] == "TimeoutError"
 
 
+def connect(address: str) -> int:
+    """A socket to the engine at ``address`` (``unix:PATH`` or ``tcp:HOST:PORT``), past the
+    hello line; its file descriptor."""
+    kind, _, where = address.partition(":")
+    if kind == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(where)
+    elif kind == "tcp":
+        host, _, port = where.rpartition(":")
+        sock = socket.create_connection((host, int(port)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    else:
+        raise ValueError(f"cannot connect to {address!r}: say unix:PATH or tcp:HOST:PORT")
+    replica_id = os.environ.pop("TRIGGERFISH_REPLICA_ID", "")
+    token = os.environ.pop("TRIGGERFISH_REPLICA_TOKEN", "")
+    sock.sendall(f"hello {replica_id} {token}\n".encode())
+    return sock.detach()
+
+
 def main() -> None:
     # A crash in C code prints the Python stack to stderr, whose tail the engine puts in the
     # error of the executions that were running ("died: killed by signal 11 ...").
     faulthandler.enable()
-    inbox_fd, outbox_fd = os.dup(0), os.dup(1)
+    if len(sys.argv) == 3 and sys.argv[1] == "--connect":
+        try:
+            inbox_fd = connect(sys.argv[2])
+        except (OSError, ValueError) as exc:
+            print(f"triggerfish runner: cannot reach the engine: {exc}", file=sys.stderr)
+            sys.exit(4)
+        outbox_fd = os.dup(inbox_fd)
+    else:
+        inbox_fd, outbox_fd = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(2, 1)  # output from C code goes to the replica's stderr, never into a frame

@@ -8,11 +8,25 @@ know which runtime it drives.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from anyio.abc import TaskGroup
 
-from ...models import ServiceSpec
+from ...models import FunctionSpec, ServiceSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplicaPlan:
+    """What a runtime needs to start a replica of a service: its spec, its functions (whose
+    resources and image containers honour), the INIT payload, and the host directories
+    holding code the replica loads by path (a deployed package's codebase)."""
+
+    service: ServiceSpec
+    functions: Mapping[str, FunctionSpec]
+    init_payload: bytes
+    code_paths: tuple[str, ...] = ()
 
 
 class ReplicaListener(Protocol):
@@ -48,17 +62,28 @@ class Replica(ABC):
 
 
 class Runtime(ABC):
-    """Starts replicas of a service."""
+    """Starts replicas of a service.
+
+    The engine calls ``start`` once before the first replica (in its own task group, which
+    outlives every replica) and ``aclose`` after the last replica has stopped.
+    """
+
+    async def start(self, task_group: TaskGroup) -> None:  # noqa: B027 (optional duty)
+        """Get ready to start replicas (connect, clean up after an earlier run...)."""
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Release what ``start`` took; no replica of this runtime may remain."""
+
+    def check(self, plan: ReplicaPlan) -> None:  # noqa: B027
+        """Raise ConfigurationError if replicas of ``plan`` can never be started here
+        (called when a service is registered, so a bad one is refused at once)."""
 
     @abstractmethod
     async def start_replica(
-        self,
-        service: ServiceSpec,
-        init_payload: bytes,
-        listener: ReplicaListener,
-        task_group: TaskGroup,
+        self, plan: ReplicaPlan, listener: ReplicaListener, task_group: TaskGroup
     ) -> Replica:
-        """Start one replica of ``service`` in ``task_group`` and send it ``init_payload``.
+        """Start one replica of ``plan.service`` in ``task_group`` and send it the INIT
+        payload.
 
         Returns once the replica is started (not yet initialized: it answers READY or
         INIT_FAILED through the listener). Raises OSError when it cannot be started at all.

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
+from typing import Any
 
 import anyio
 from anyio.abc import Process, TaskGroup, TaskStatus
 
-from ...models import ServiceSpec
 from ..log import logger
 from ..replica import protocol
-from .abc import Replica, ReplicaListener, Runtime
-from .framed import FramedReplica
+from .abc import Replica, ReplicaListener, ReplicaPlan, Runtime
+from .frames import FrameLink
 
 _STDERR_TAIL = 4000
 
@@ -33,19 +34,28 @@ def exit_reason(returncode: int | None) -> str:
     return f"exited with code {returncode}"
 
 
-class ProcessReplica(FramedReplica):
+class ProcessReplica(Replica):
     def __init__(self, process: Process, listener: ReplicaListener, service: str) -> None:
-        super().__init__(listener)
+        self.id = f"rep-{secrets.token_hex(4)}"
         self.process = process
         self.service = service
+        self._listener = listener
+        self._link = FrameLink(lambda messages: listener.replica_messages(self, messages))
         self._stderr_tail = b""
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
-    async def _exited(self) -> None:
-        await self.process.wait()
+    def send(self, message: tuple[Any, ...]) -> None:
+        self._link.send(message)
+
+    async def stop(self, grace: float) -> None:
+        self._link.close()  # the writer closes stdin; the runner exits on end of file
+        with anyio.move_on_after(grace, shield=True):
+            await self.process.wait()
+            return
+        self.kill()
 
     def kill(self) -> None:
         if self.process.returncode is None:
@@ -57,11 +67,10 @@ class ProcessReplica(FramedReplica):
         try:
             async with anyio.create_task_group() as tg:
                 assert self.process.stdin is not None and self.process.stdout is not None
-                stdin = self.process.stdin
-                tg.start_soon(self._write_frames, stdin, stdin.aclose, name=f"{self.id}-writer")
+                tg.start_soon(self._link.write_loop, self.process.stdin, name=f"{self.id}-writer")
                 tg.start_soon(self._drain_stderr, name=f"{self.id}-stderr")
                 task_status.started()
-                await self._read_frames(self.process.stdout)
+                await self._link.read_loop(self.process.stdout)
                 with anyio.CancelScope(shield=True):
                     await self.process.wait()
                     reason = exit_reason(self.process.returncode)
@@ -91,12 +100,9 @@ class ProcessRuntime(Runtime):
     and the service's env and secrets."""
 
     async def start_replica(
-        self,
-        service: ServiceSpec,
-        init_payload: bytes,
-        listener: ReplicaListener,
-        task_group: TaskGroup,
+        self, plan: ReplicaPlan, listener: ReplicaListener, task_group: TaskGroup
     ) -> Replica:
+        service = plan.service
         env = service.environment()
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env["PYTHONUNBUFFERED"] = "1"
@@ -109,6 +115,6 @@ class ProcessRuntime(Runtime):
         )
         replica = ProcessReplica(process, listener, service.name)
         await task_group.start(replica.run, name=f"replica-{replica.id}")
-        replica.send((protocol.INIT, init_payload))
+        replica.send((protocol.INIT, plan.init_payload))
         logger.info("replica_started", service=service.name, replica_id=replica.id, pid=process.pid)
         return replica

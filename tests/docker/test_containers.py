@@ -1,0 +1,228 @@
+"""What is particular to container replicas: labels and clean-up, deaths seen from outside,
+resource limits, the OOM killer, secrets, images."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+import triggerfish
+from tests.integration.test_packages import write_codebase
+from triggerfish import ConfigurationError, ExecutionStatus, InvocationFailedError, ServiceState
+from triggerfish.engine.runtimes.docker import (
+    LABEL_REPLICA,
+    LABEL_SERVICE,
+    DockerRuntime,
+    default_image,
+)
+
+from . import fns
+from .helpers import containers_of, kill_container
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.usefixtures("docker_ready")]
+S = ExecutionStatus
+MakeEngine = Callable[..., triggerfish.Engine]
+HERE = Path(__file__).parent
+
+
+async def running(handle: triggerfish.FunctionHandle, execution_id: str) -> None:
+    with anyio.fail_after(60):
+        while (await handle.get(execution_id)).status is not S.RUNNING:
+            await anyio.sleep(0.02)
+
+
+async def test_containers_are_labelled_and_none_outlives_the_engine(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine()
+    engine.function(fns.where, runtime="docker", replicas=2)
+    async with engine:
+        ids = {await engine.handle(fns.where).call_remote() for _ in range(4)}
+        found = await containers_of(engine.engine_id, **{LABEL_SERVICE: "where"})
+        assert len(found) == 2
+        # A container's host name is its id.
+        assert {c["Id"][:12] for c in found} >= {i.split("/")[0] for i in ids}
+        assert all(c["Labels"][LABEL_REPLICA].startswith("rep-") for c in found)
+    assert await containers_of(engine.engine_id) == []
+
+
+async def test_a_container_killed_from_outside_fails_its_execution_at_once(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine()
+    engine.function(fns.sleep_where, runtime="docker")
+    async with engine:
+        handle = engine.handle(fns.sleep_where)
+        execution_id = await handle.start(60)
+        await running(handle, execution_id)
+        (container,) = await containers_of(engine.engine_id)
+        killed_at = time.monotonic()
+        await kill_container(container["Id"])
+        with pytest.raises(InvocationFailedError) as caught:
+            await handle.await_result(execution_id, timeout=30)
+        noticed = time.monotonic() - killed_at
+        assert caught.value.error_type == "ReplicaDiedError"
+        assert "killed by signal 9 (SIGKILL)" in caught.value.error_message
+        assert noticed < 3.0  # detection within about a second, with a wide margin
+        # Replaced: the service runs the next one on a new container.
+        assert not (await handle.call_remote(0)).startswith(container["Id"][:12])
+
+
+async def test_an_execution_whose_container_is_killed_is_retried(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.slow_first_attempt, runtime="docker", max_attempts=2, backoff=0)
+    async with engine:
+        handle = engine.handle(fns.slow_first_attempt)
+        execution_id = await handle.start(60)
+        await running(handle, execution_id)
+        (container,) = await containers_of(engine.engine_id)
+        await kill_container(container["Id"])
+        assert await handle.await_result(execution_id, timeout=60) == 2
+        execution = await handle.get(execution_id)
+    assert execution.attempts == 2 and execution.num_failed_attempts == 1
+    assert any("died" in c.message for c in execution.status_log)
+
+
+async def test_resource_limits_are_seen_inside_the_container(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.limits, runtime="docker", cpu=0.5, memory=0.25, ephemeral_disk=0.0625)
+    async with engine:
+        seen = await engine.handle(fns.limits).call_remote()
+    if seen["cpu.max"] is not None:  # cgroup v2
+        assert seen["cpu.max"] == "50000 100000"
+    else:
+        assert int(seen["cfs_quota"]) / int(seen["cfs_period"]) == 0.5
+    assert int(seen["memory.max"]) == 256 << 20
+    assert seen["tmp_bytes"] == 64 << 20
+
+
+async def test_the_oom_killer_is_named_in_the_error(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.hog, runtime="docker", memory=0.125)
+    async with engine:
+        with pytest.raises(InvocationFailedError) as caught:
+            await engine.handle(fns.hog).call_remote(400)
+    assert "killed by the OOM killer (memory limit 0.125 GiB)" in caught.value.error_message
+
+
+async def test_secrets_reach_the_container_and_nothing_else(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="triggerfish")
+    secret = "hunter2-do-not-print-me"
+    engine = make_engine()
+    engine.function(fns.secret_length, runtime="docker", secrets={"API_TOKEN": secret})
+    async with engine:
+        handle = engine.handle(fns.secret_length)
+        execution_id = await handle.start("API_TOKEN")
+        assert await handle.await_result(execution_id, timeout=60) == len(secret)
+        execution = await handle.get(execution_id)
+        status = engine.service_status("secret_length")
+    shown = [execution.model_dump_json(), status.model_dump_json(), repr(execution)]
+    shown += [r.getMessage() for r in caplog.records]
+    assert any("replica_started" in line for line in shown)  # the log was captured
+    assert not [line for line in shown if secret in line]
+
+
+async def test_a_gpu_where_there_is_none_is_a_clear_start_error(make_engine: MakeEngine) -> None:
+    if list(Path("/dev").glob("nvidia[0-9]*")):
+        pytest.skip("this machine has a GPU")
+    engine = make_engine()
+    engine.function(fns.where, runtime="docker", gpu="1")
+    async with engine:
+        with pytest.raises(InvocationFailedError, match="asks for a GPU"):
+            await engine.handle(fns.where).call_remote()
+        assert engine.service_status("where").state is ServiceState.ERROR
+
+
+async def test_a_missing_image_is_a_clear_start_error(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    engine.function(fns.where, runtime="docker", image="triggerfish/no-such-image:0")
+    async with engine:
+        with pytest.raises(InvocationFailedError, match="is not on this Docker engine"):
+            await engine.handle(fns.where).call_remote()
+
+
+def test_functions_of_one_service_must_agree_on_the_image(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+
+    class TwoImages:
+        @triggerfish.method(image="a:1")
+        def one(self) -> None: ...
+
+        @triggerfish.method(image="b:1")
+        def two(self) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="names different images"):
+        engine.service(TwoImages, runtime="docker")
+
+
+async def test_a_new_engine_removes_the_containers_a_killed_one_left(tmp_path: Path) -> None:
+    db = tmp_path / "engine.db"
+    app = await anyio.open_process(
+        [sys.executable, "-m", "tests.docker.engine_app", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=None,
+        cwd=HERE.parents[1],
+    )
+    async with app:
+        try:
+            assert app.stdout is not None
+            with anyio.fail_after(60):
+                line = await BufferedByteReceiveStream(app.stdout).receive_until(b"\n", 100)
+            engine_id = line.decode().strip()
+            left = await containers_of(engine_id)
+            assert len(left) == 2
+        finally:
+            app.send_signal(signal.SIGKILL)  # no clean-up of any kind
+            await app.wait()
+    assert len(await containers_of(engine_id)) == 2  # nobody removed them: they are left over
+    engine = triggerfish.Engine(db)
+    assert engine.engine_id == engine_id  # the same store: the same engine
+    engine.function(fns.where, runtime="docker")
+    async with engine:
+        await engine.handle(fns.where).call_remote()
+        now = await containers_of(engine_id)
+        assert not {c["Id"] for c in left} & {c["Id"] for c in now}
+        assert len(now) == 1
+    assert await containers_of(engine_id) == []
+
+
+async def test_a_runtime_without_a_docker_engine_fails_its_executions_clearly(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    nowhere = f"unix://{tmp_path}/no-docker.sock"
+    engine = make_engine(runtimes={"docker": DockerRuntime("nowhere", url=nowhere)})
+    engine.function(fns.where, runtime="docker")
+    async with engine:
+        with pytest.raises(InvocationFailedError, match="no Docker engine answers at"):
+            await engine.handle(fns.where).call_remote()
+
+
+async def test_a_service_json_with_a_runner_image_runs_its_codebase_in_containers(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    code = write_codebase(tmp_path / "code", "model-1", factor=2)
+    engine = make_engine()
+    async with engine:
+        await engine.packages.push(code)
+        await engine.deployments.deploy(
+            {
+                "name": "resizer",
+                "packageName": "images",
+                "initParams": {"greeting": "hi", "init_log": "/tmp/inits.log"},
+                "runtime": {"runnerImage": default_image()},
+            }
+        )
+        assert await engine.handle("resizer.resize").call_remote(4) == "hi model-1 8"
+        (container,) = await containers_of(engine.engine_id)
+        assert container["Image"] == default_image()

@@ -1,0 +1,73 @@
+"""The engine's end of a replica's frame stream, whatever carries it (pipes, a socket)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from anyio.abc import ByteReceiveStream, ByteSendStream, ByteStream
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from ..replica import protocol
+
+Messages = list[tuple[Any, ...]]
+
+
+class FrameLink:
+    """Frames both ways between the engine and one replica.
+
+    ``send`` queues a message and never blocks; the write loop sends whatever has queued in
+    one frame. Messages may be queued before the stream exists (a container not yet
+    connected): they go out once the write loop runs. ``close`` flushes the queue, then ends
+    the engine's side of the stream, which tells the runner to exit.
+    """
+
+    def __init__(self, on_messages: Callable[[Messages], None]) -> None:
+        self._on_messages = on_messages
+        self._outbox: Messages = []
+        self._wake = anyio.Event()
+        self._closing = False
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        self._outbox.append(message)
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+
+    async def read_loop(self, stream: ByteReceiveStream) -> None:
+        """Hand each frame's messages on until the stream ends (the replica closed it or died)."""
+        buffered = stream if isinstance(stream, BufferedByteReceiveStream) else None
+        buffered = buffered or BufferedByteReceiveStream(stream)
+        header_size = protocol.HEADER.size
+        while True:
+            try:
+                header = await buffered.receive_exactly(header_size)
+                body = await buffered.receive_exactly(protocol.HEADER.unpack(header)[0])
+            except (
+                anyio.EndOfStream,
+                anyio.IncompleteRead,
+                anyio.BrokenResourceError,
+                anyio.ClosedResourceError,
+            ):
+                return
+            self._on_messages(protocol.decode(body))
+
+    async def write_loop(self, stream: ByteSendStream) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                if self._outbox:
+                    batch, self._outbox = self._outbox, []
+                    await stream.send(protocol.encode(batch))
+                if self._closing:
+                    if isinstance(stream, ByteStream):
+                        await stream.send_eof()  # a socket: its replies can still be read
+                    else:
+                        await stream.aclose()
+                    return
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            return  # the replica is gone; the read loop reports how
