@@ -315,6 +315,7 @@ class ServiceState(enum.StrEnum):
     INITIALIZING = "Initializing"
     ACTIVE = "Active"
     ERROR = "Error"
+    BUILD_FAILED = "BuildFailed"  # its image (requirements, include_data) failed to build
     INACTIVE = "Inactive"
 
 
@@ -347,6 +348,9 @@ class FunctionSpec(_Frozen):
     ``max_concurrency`` caps running executions of this function across all replicas.
     ``cpu``, ``memory`` (GiB), ``ephemeral_disk`` (GiB), ``gpu`` and ``image`` apply to container
     runtimes; process replicas get ``env`` and ``secrets`` as environment variables.
+    ``requirements`` (pip requirement strings) and ``include_data`` (files, folders or glob
+    patterns, relative to the working directory or a package's codebase) make container
+    replicas run in an image derived from ``image`` with them, built once per distinct set.
     ``application`` gives the function its own HTTP entry point on the daemon
     (``POST /applications/{name}``, the request body its one argument), read with
     ``input_serializer`` and answered with ``output_serializer`` (json or pickle).
@@ -367,6 +371,7 @@ class FunctionSpec(_Frozen):
     env: dict[str, str] = Field(default_factory=dict)
     secrets: dict[str, str] = Field(default_factory=dict, repr=False)
     requirements: tuple[str, ...] = ()
+    include_data: tuple[str, ...] = ()
     description: str = ""
     application: bool = False
     input_serializer: Literal["json", "pickle"] = "json"
@@ -398,11 +403,12 @@ class ServiceSpec(_Frozen):
     is stopped after ``idle_timeout`` seconds, down to zero if the minimum is zero.
 
     ``runtime`` says where replicas run: local processes, or containers of ``image`` (or of
-    the image its functions name; they must agree) on the local Docker engine.
+    the image its functions name; they must agree) on the local Docker engine ("docker") or
+    as tasks of a Docker Swarm ("swarm").
     """
 
     name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
-    runtime: Literal["process", "docker"] = "process"
+    runtime: Literal["process", "docker", "swarm"] = "process"
     image: str | None = None
     min_replicas: int = Field(default=1, ge=0, le=1000)
     max_replicas: int = Field(default=1, ge=1, le=1000)

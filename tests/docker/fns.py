@@ -88,3 +88,10 @@ class Counter:
     @method
     def inits(self) -> dict[str, object]:
         return {"inits": _inits, "label": self.label, "where": where()}
+
+
+def six_and_settings() -> str:
+    """What a derived image adds: a requirement (six) and a data file, by its relative path."""
+    import six  # type: ignore[import-untyped]  # in the derived image only
+
+    return f"{six.__version__} {Path('conf/settings.txt').read_text()}"

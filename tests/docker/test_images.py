@@ -10,9 +10,11 @@ import aiodocker
 import anyio
 import pytest
 
+from triggerfish import Engine, InvocationFailedError, ServiceState
 from triggerfish.engine.runtimes.images import BuildState, ImageBuilder, Recipe
 from triggerfish.errors import ImageBuildError
 
+from . import fns
 from .conftest import BASE_IMAGE
 
 pytestmark = pytest.mark.anyio
@@ -161,3 +163,39 @@ async def test_a_missing_base_image_says_how_to_get_it(
     recipe = Recipe(base="triggerfish/no-such-image:0", requirements=("six",))
     with pytest.raises(ImageBuildError, match=r"build-base-image\.sh"):
         await builder.image_for(recipe)
+
+
+async def test_a_function_runs_in_its_derived_image(
+    docker: aiodocker.Docker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = _data(tmp_path)
+    monkeypatch.chdir(tmp_path)  # include_data is relative to the working directory
+    engine = Engine(tmp_path / "faas.db")
+    engine.function(
+        fns.six_and_settings,
+        runtime="docker",
+        requirements=("six==1.16.0",),
+        include_data=("conf",),
+    )
+    async with engine:
+        assert await engine.handle(fns.six_and_settings).call_remote() == f"1.16.0 {token}"
+        assert engine.service_status("six_and_settings").state is ServiceState.ACTIVE
+
+
+async def test_a_failed_build_fails_executions_with_its_log(
+    docker: aiodocker.Docker, tmp_path: Path
+) -> None:
+    engine = Engine(tmp_path / "faas.db")
+    missing = f"triggerfish-no-such-package-{secrets.token_hex(4)}"
+    engine.function(fns.where, runtime="docker", requirements=(missing,))
+    async with engine:
+        handle = engine.handle(fns.where)
+        with pytest.raises(InvocationFailedError, match="failed to build"):
+            await handle.call_remote()
+        status = engine.service_status("where")
+        assert status.state is ServiceState.BUILD_FAILED
+        assert status.error is not None and status.error.type == "ImageBuildError"
+        assert "no matching distribution" in status.error.traceback.lower()  # the whole log
+        with anyio.fail_after(5):  # remembered: fails at once, no second pip run
+            with pytest.raises(InvocationFailedError, match="failed to build"):
+                await handle.call_remote()

@@ -15,9 +15,17 @@ import anyio
 import cloudpickle
 import pytest
 
-from triggerfish import Engine, ExecutionStatus, InvocationFailedError, current_context
+from triggerfish import (
+    ConfigurationError,
+    Engine,
+    ExecutionStatus,
+    InvocationFailedError,
+    current_context,
+)
 from triggerfish.engine.replica import bootstrap
-from triggerfish.engine.runtimes.swarm import DEFAULT_IMAGE, SwarmRuntime
+from triggerfish.engine.runtimes.swarm import SwarmRuntime
+
+from .conftest import BASE_IMAGE as DEFAULT_IMAGE
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -58,32 +66,39 @@ async def _ours(docker: aiodocker.Docker, engine: str) -> list[Any]:
 async def test_functions_run_on_swarm_replicas_and_none_remain(
     docker: aiodocker.Docker, tmp_path: Path
 ) -> None:
-    async with SwarmRuntime(engine="test-run") as runtime:
-        engine = Engine(tmp_path / "faas.db", runtime=runtime)
-        engine.function(square, replicas=2, concurrency=2)
-        engine.function(in_a_container, replicas=1)
-        engine.function(slow, replicas=1)
-        async with engine:
-            assert await engine.handle(square).call_remote(7) == 49
-            assert [r async for r in engine.handle(square).map(range(10))] == [
-                i * i for i in range(10)
-            ]
-            assert await engine.handle(in_a_container).call_remote()
-            assert len(await _ours(docker, "test-run")) == 4  # one Swarm service per replica
-            execution_id = await engine.handle(slow).start(0.5)
-            assert await engine.handle(slow).await_result(execution_id, timeout=30) == "done"
-            execution = await engine.handle(slow).get(execution_id)
-            assert "half way" in [s.message for s in execution.status_log]
-            logged = await engine.handle(square).get(
-                (await engine.handle(square).list()).execution_ids[0]
-            )
-            assert any("squaring" in entry.text for entry in logged.logs)
-        assert runtime.gate.refused == 0
-    assert await _ours(docker, "test-run") == []
+    engine = Engine(tmp_path / "faas.db")
+    engine.function(square, replicas=2, concurrency=2, runtime="swarm")
+    engine.function(in_a_container, replicas=1, runtime="swarm")
+    engine.function(slow, replicas=1, runtime="swarm")
+    engine_id = engine.core.engine_id
+    async with engine:
+        assert await engine.handle(square).call_remote(7) == 49
+        assert [r async for r in engine.handle(square).map(range(10))] == [i * i for i in range(10)]
+        assert await engine.handle(in_a_container).call_remote()
+        assert len(await _ours(docker, engine_id)) == 4  # one Swarm service per replica
+        execution_id = await engine.handle(slow).start(0.5)
+        assert await engine.handle(slow).await_result(execution_id, timeout=30) == "done"
+        execution = await engine.handle(slow).get(execution_id)
+        assert "half way" in [s.message for s in execution.status_log]
+        logged = await engine.handle(square).get(
+            (await engine.handle(square).list()).execution_ids[0]
+        )
+        assert any("squaring" in entry.text for entry in logged.logs)
+        assert _swarm_runtime(engine).server.refused == 0
+    assert await _ours(docker, engine_id) == []
+
+
+def _swarm_runtime(engine: Engine) -> SwarmRuntime:
+    runtime = engine.core.runtimes["swarm"]
+    assert isinstance(runtime, SwarmRuntime)
+    return runtime
 
 
 async def test_a_forged_token_is_refused(docker: aiodocker.Docker, tmp_path: Path) -> None:
-    async with SwarmRuntime(engine="test-forged") as runtime:
+    engine = Engine(tmp_path / "faas.db")
+    engine.function(square, replicas=(0, 1), runtime="swarm")
+    async with engine:
+        runtime = _swarm_runtime(engine)
         # A task someone else made, with the bootstrap but a token never issued.
         forged = await docker.services.create(
             {
@@ -91,8 +106,9 @@ async def test_a_forged_token_is_refused(docker: aiodocker.Docker, tmp_path: Pat
                     "Image": DEFAULT_IMAGE,
                     "Command": ["python3", "-c", inspect.getsource(bootstrap)],
                     "Env": {
-                        "TRIGGERFISH_ENGINE": f"127.0.0.1:{runtime.gate.port}",
-                        "TRIGGERFISH_TOKEN": "forged-token-0123456789",
+                        "TRIGGERFISH_ENGINE": f"127.0.0.1:{runtime.port}",
+                        "TRIGGERFISH_REPLICA_ID": "rep-forged",
+                        "TRIGGERFISH_REPLICA_TOKEN": "forged-token-0123456789",
                     },
                 },
                 "RestartPolicy": {"Condition": "none"},
@@ -109,7 +125,7 @@ async def test_a_forged_token_is_refused(docker: aiodocker.Docker, tmp_path: Pat
                         break
                     await anyio.sleep(0.2)
             assert states[0]["ContainerStatus"]["ExitCode"] == bootstrap.REFUSED_EXIT
-            assert runtime.gate.refused == 1
+            assert runtime.server.refused == 1
         finally:
             await docker.services.delete(forged["ID"])
 
@@ -117,50 +133,58 @@ async def test_a_forged_token_is_refused(docker: aiodocker.Docker, tmp_path: Pat
 async def test_a_killed_task_fails_its_execution_and_is_replaced(
     docker: aiodocker.Docker, tmp_path: Path
 ) -> None:
-    async with SwarmRuntime(engine="test-kill") as runtime:
-        engine = Engine(tmp_path / "faas.db", runtime=runtime)
-        engine.function(slow, replicas=1)
-        async with engine:
-            handle = engine.handle(slow)
-            execution_id = await handle.start(60)
-            with anyio.fail_after(60):
-                while (await handle.get(execution_id)).status is not ExecutionStatus.RUNNING:
-                    await anyio.sleep(0.05)
-            (service,) = await _ours(docker, "test-kill")
-            (task,) = await docker.tasks.list(filters={"service": service["ID"]})
-            container_id = task["Status"]["ContainerStatus"]["ContainerID"]
-            container = docker.containers.container(container_id)
-            killed_at = time.monotonic()
-            await container.kill()
-            with pytest.raises(InvocationFailedError, match="died"):
-                await handle.await_result(execution_id, timeout=30)
-            assert time.monotonic() - killed_at < 10
-            assert await engine.handle(slow).call_remote(0) == "done"  # a new replica serves
+    engine = Engine(tmp_path / "faas.db")
+    engine.function(slow, replicas=1, runtime="swarm")
+    async with engine:
+        handle = engine.handle(slow)
+        execution_id = await handle.start(60)
+        with anyio.fail_after(60):
+            while (await handle.get(execution_id)).status is not ExecutionStatus.RUNNING:
+                await anyio.sleep(0.05)
+        (service,) = await _ours(docker, engine.core.engine_id)
+        (task,) = await docker.tasks.list(filters={"service": service["ID"]})
+        container = docker.containers.container(task["Status"]["ContainerStatus"]["ContainerID"])
+        killed_at = time.monotonic()
+        await container.kill()
+        with pytest.raises(InvocationFailedError, match="died"):
+            await handle.await_result(execution_id, timeout=30)
+        assert time.monotonic() - killed_at < 10
+        assert await handle.call_remote(0) == "done"  # a new replica serves
 
 
-async def test_leftovers_of_an_earlier_run_are_removed(docker: aiodocker.Docker) -> None:
+async def test_leftovers_of_an_earlier_run_are_removed(
+    docker: aiodocker.Docker, tmp_path: Path
+) -> None:
+    engine = Engine(tmp_path / "faas.db")
+    engine.function(square, replicas=1, runtime="swarm")
     left = await docker.services.create(
         {
             "ContainerSpec": {"Image": DEFAULT_IMAGE, "Command": ["sleep", "600"]},
             "RestartPolicy": {"Condition": "none"},
         },
         name="tf-left-behind",
-        labels={"triggerfish.engine": "test-leftover"},
+        labels={"triggerfish.engine": engine.core.engine_id},
     )
-    async with SwarmRuntime(engine="test-leftover"):
-        services = await docker.services.list()
-        assert left["ID"] not in [s["ID"] for s in services]
+    async with engine:
+        assert await engine.handle(square).call_remote(3) == 9
+        services = [s["ID"] for s in await docker.services.list()]
+        assert left["ID"] not in services
 
 
 async def test_an_image_that_does_not_exist_fails_executions_fast(
     docker: aiodocker.Docker, tmp_path: Path
 ) -> None:
-    async with SwarmRuntime(engine="test-noimage", image="triggerfish/no-such:0") as runtime:
-        engine = Engine(tmp_path / "faas.db", runtime=runtime)
-        engine.function(square, replicas=1)
-        async with engine:
-            started = time.monotonic()
-            with pytest.raises(InvocationFailedError, match="did not start"):
-                await engine.handle(square).call_remote(2, timeout=60)
-            assert time.monotonic() - started < 30
-    assert await _ours(docker, "test-noimage") == []
+    engine = Engine(tmp_path / "faas.db")
+    engine.function(square, replicas=1, runtime="swarm", image="triggerfish/no-such:0")
+    async with engine:
+        started = time.monotonic()
+        with pytest.raises(InvocationFailedError, match="did not start"):
+            await engine.handle(square).call_remote(2)
+        assert time.monotonic() - started < 30
+    assert await _ours(docker, engine.core.engine_id) == []
+
+
+async def test_a_gpu_is_refused_when_registered(tmp_path: Path) -> None:
+    engine = Engine(tmp_path / "faas.db")
+    with pytest.raises(ConfigurationError, match="GPU"):
+        engine.function(square, runtime="swarm", gpu="nvidia")

@@ -1,4 +1,5 @@
-"""The gate replicas on other machines connect back through, with a real bootstrap process."""
+"""The door replicas on other machines come in by: the FrameServer in welcome mode on TCP,
+with a real bootstrap process."""
 
 from __future__ import annotations
 
@@ -11,23 +12,32 @@ from io import BytesIO
 
 import anyio
 import pytest
-from anyio.abc import SocketStream
 
 from triggerfish.engine.replica import bootstrap, protocol
-from triggerfish.engine.runtimes.gate import ReplicaGate, runner_bundle
+from triggerfish.engine.runtimes.sockets import Connection, FrameServer
+from triggerfish.engine.runtimes.swarm import runner_bundle
 
 pytestmark = pytest.mark.anyio
 
 BOOTSTRAP = inspect.getsource(bootstrap)
 
 
-async def _bootstrap(port: int, token: str) -> anyio.abc.Process:
+async def _gate(tg: anyio.abc.TaskGroup) -> tuple[FrameServer, int]:
+    server = FrameServer(welcome=runner_bundle())
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    await tg.start(server.serve, listener)
+    return server, port
+
+
+async def _bootstrap(port: int, token: str, replica_id: str = "rep-1") -> anyio.abc.Process:
     """A replica as a Swarm task starts: ``python3 -c`` with the bootstrap text only, in an
     empty folder, with neither ``triggerfish`` nor ``cloudpickle`` importable but from the zip."""
     env = {
         "PATH": os.environ["PATH"],
         "TRIGGERFISH_ENGINE": f"127.0.0.1:{port}",
-        "TRIGGERFISH_TOKEN": token,
+        "TRIGGERFISH_REPLICA_ID": replica_id,
+        "TRIGGERFISH_REPLICA_TOKEN": token,
     }
     return await anyio.open_process(
         [sys.executable, "-I", "-S", "-c", BOOTSTRAP],  # no site-packages,
@@ -48,71 +58,68 @@ async def _refused(port: int, token: str) -> str:
     return stderr
 
 
-async def _frame(stream: SocketStream) -> list[tuple[object, ...]]:
-    data = b""
-    while len(data) < protocol.HEADER.size:
-        data += await stream.receive()
-    (size,) = protocol.HEADER.unpack(data[: protocol.HEADER.size])
-    body = data[protocol.HEADER.size :]
-    while len(body) < size:
-        body += await stream.receive()
+async def _frame(connection: Connection) -> list[tuple[object, ...]]:
+    header = await connection.receive.receive_exactly(protocol.HEADER.size)
+    body = await connection.receive.receive_exactly(protocol.HEADER.unpack(header)[0])
     return protocol.decode(body)
 
 
 async def test_a_replica_with_its_token_gets_the_runner_and_speaks_frames() -> None:
-    gate = ReplicaGate("127.0.0.1")
     async with anyio.create_task_group() as tg:
-        port = await tg.start(gate.serve)
-        ticket = gate.issue()
-        process = await _bootstrap(port, ticket.token)
+        server, port = await _gate(tg)
+        expected = server.expect("rep-1")
+        process = await _bootstrap(port, expected.token)
         with anyio.fail_after(20):
-            stream = await gate.admitted(ticket)
-        assert stream is not None
+            connection = await expected.connection()
         # The runner, imported from the bundle, answers an init it cannot load with
         # INIT_FAILED over the socket: the frames flow both ways.
-        await stream.send(protocol.encode([(protocol.INIT, b"not a pickle")]))
+        await connection.stream.send(protocol.encode([(protocol.INIT, b"not a pickle")]))
         with anyio.fail_after(20):
-            (message,) = await _frame(stream)
+            (message,) = await _frame(connection)
         assert message[0] == protocol.INIT_FAILED
-        await stream.aclose()
+        await connection.stream.aclose()
         with anyio.fail_after(20):
             await process.wait()
         # The same token again is refused: a token admits one connection.
-        stderr = await _refused(port, ticket.token)
-        assert "refused this replica: NO unknown or used token" in stderr
-        assert gate.refused == 1
+        stderr = await _refused(port, expected.token)
+        assert "refused this replica: NO unknown replica or token" in stderr
+        assert server.refused == 1
         tg.cancel_scope.cancel()
 
 
 async def test_a_forged_token_is_refused_and_not_logged(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    gate = ReplicaGate("127.0.0.1")
     async with anyio.create_task_group() as tg:
-        port = await tg.start(gate.serve)
-        gate.issue()
+        server, port = await _gate(tg)
+        server.expect("rep-1")
         forged = "forged-" + "x" * 20
         assert "refused" in await _refused(port, forged)
-        assert gate.refused == 1
+        assert server.refused == 1
         tg.cancel_scope.cancel()
     assert forged not in capsys.readouterr().out
 
 
-async def test_a_malformed_greeting_is_refused() -> None:
-    gate = ReplicaGate("127.0.0.1")
+async def test_a_malformed_or_withdrawn_hello_is_refused() -> None:
     async with anyio.create_task_group() as tg:
-        port = await tg.start(gate.serve)
-        ticket = gate.issue()
-        for greeting in (b"HELLO\n", b"TRIGGERFISH \n", b"x" * 500, b"TRIGGERFISH t\nextra"):
+        server, port = await _gate(tg)
+        expected = server.expect("rep-1")
+        withdrawn = server.expect("rep-2")
+        await withdrawn.aclose()  # its replica gave up starting
+        greetings = (
+            b"HELLO\n",
+            b"hello rep-1\n",
+            b"x" * 500,
+            f"hello rep-1 {expected.token[:-1]}\n".encode(),
+            f"hello rep-2 {withdrawn.token}\n".encode(),
+        )
+        for greeting in greetings:
             async with await anyio.connect_tcp("127.0.0.1", port) as stream:
                 await stream.send(greeting)
                 with anyio.fail_after(20):
                     answer = await stream.receive()
                 assert answer.startswith(b"NO "), greeting
-        assert gate.refused == 4
-        gate.revoke(ticket)
-        with anyio.fail_after(1):
-            assert await gate.admitted(ticket) is None  # revoked: nobody waits forever
+        assert server.refused == len(greetings)
         tg.cancel_scope.cancel()
 
 

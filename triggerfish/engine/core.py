@@ -164,7 +164,7 @@ class EngineCore(PoolCallbacks):
     """Runs registered functions' executions on replicas, keeping each one in the store.
 
     Each service runs on the runtime its spec names: ``runtime`` (default: ProcessRuntime) for
-    "process", ``runtimes`` for others; a "docker" one not given is made on first use.
+    "process", ``runtimes`` for others; a "docker" or "swarm" one not given is made on first use.
     ``engine_id`` names this engine's containers, and must be the same across restarts on
     the same store, so that a new run finds what an earlier one left behind.
     """
@@ -251,11 +251,18 @@ class EngineCore(PoolCallbacks):
         """The runtime that runs ``spec``'s replicas (made on first use)."""
         runtime = self.runtimes.get(spec.runtime)
         if runtime is None:
-            if spec.runtime != "docker":
-                raise ConfigurationError(f"service {spec.name!r}: no runtime {spec.runtime!r}")
-            from .runtimes.docker import DockerRuntime  # aiodocker only where it is used
+            # aiodocker is imported only where a service runs in containers.
+            if spec.runtime == "docker":
+                from .runtimes.docker import DockerRuntime
 
-            runtime = self.runtimes["docker"] = DockerRuntime(self.engine_id)
+                runtime = DockerRuntime(self.engine_id)
+            elif spec.runtime == "swarm":
+                from .runtimes.swarm import SwarmRuntime
+
+                runtime = SwarmRuntime(self.engine_id)
+            else:
+                raise ConfigurationError(f"service {spec.name!r}: no runtime {spec.runtime!r}")
+            self.runtimes[spec.runtime] = runtime
         return runtime
 
     async def _started_runtime(self, spec: ServiceSpec) -> Runtime:

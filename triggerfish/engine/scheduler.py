@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from ..errors import ImageBuildError
 from ..models import ExecutionRecord, FunctionSpec, ServiceSpec, ServiceState
 from .deadlines import DeadlineQueue
 from .log import logger
@@ -253,7 +254,7 @@ class ServicePool(ReplicaListener):
         if self._stopping or self.halted:
             return
         live = self._serving() + self.starting
-        if self.state is ServiceState.ERROR:
+        if self.state in (ServiceState.ERROR, ServiceState.BUILD_FAILED):
             # After an init failure, try again only when there is work, one replica at a time.
             wanted = 1 if (self.queued and not self.starting and not self.replicas) else 0
         else:
@@ -280,6 +281,12 @@ class ServicePool(ReplicaListener):
                 code_paths=self._code_paths,
             )
             await self._runtime.start_replica(plan, self, self._task_group)
+        except ImageBuildError as exc:
+            self.starting -= 1
+            self.state = ServiceState.BUILD_FAILED
+            self.error = ("ImageBuildError", str(exc), exc.log)  # the whole log, to be read
+            self._callbacks.init_failed(self, self.error)
+            return
         except OSError as exc:
             self.starting -= 1
             self.state = ServiceState.ERROR

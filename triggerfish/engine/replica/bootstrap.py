@@ -1,11 +1,12 @@
 """The first code a replica on another machine runs: it has python3 and nothing of ours.
 
 Sent as the text of ``python3 -c``, with the engine's address in ``TRIGGERFISH_ENGINE``
-(``host:port``) and this replica's one-time token in ``TRIGGERFISH_TOKEN``. It connects,
-sends ``TRIGGERFISH <token>``, and on ``OK`` receives the runner's code as a zip, imports the
-runner from it and runs it over the same connection (the socket takes the place of the
-stdin and stdout pipes a local replica has). Refused, it says so on stderr and exits 3.
-Standard library only.
+(``host:port``), and this replica's id and one-time token in ``TRIGGERFISH_REPLICA_ID`` and
+``TRIGGERFISH_REPLICA_TOKEN``. It connects, says ``hello <id> <token>`` (as the runner does
+with ``--connect``), and on ``OK`` receives the runner's code as a zip, imports the runner
+from it and runs it over the same connection (the socket takes the place of the stdin and
+stdout pipes a local replica has). Refused, it says so on stderr and exits 3. Standard
+library only.
 """
 
 import os
@@ -46,9 +47,10 @@ def _connect(address: str, patience: float) -> socket.socket:
 
 def main() -> None:
     address = os.environ.pop("TRIGGERFISH_ENGINE")
-    token = os.environ.pop("TRIGGERFISH_TOKEN")
+    replica_id = os.environ.pop("TRIGGERFISH_REPLICA_ID", "")
+    token = os.environ.pop("TRIGGERFISH_REPLICA_TOKEN", "")
     sock = _connect(address, patience=30.0)
-    sock.sendall(b"TRIGGERFISH " + token.encode() + b"\n")
+    sock.sendall(f"hello {replica_id} {token}\n".encode())
     answer = b""
     while not answer.endswith(b"\n") and len(answer) < 200:
         byte = sock.recv(1)
@@ -71,6 +73,7 @@ def main() -> None:
     os.dup2(sock.fileno(), 1)
     from triggerfish.engine.replica import runner
 
+    sys.argv = ["runner"]  # frames over fds 0 and 1, as for a local process
     runner.main()
 
 

@@ -44,7 +44,8 @@ from ...models import FunctionSpec, ServiceSpec
 from ..log import logger
 from ..replica import protocol
 from .abc import Replica, ReplicaListener, ReplicaPlan, Runtime
-from .frames import FrameLink
+from .frames import LinkedReplica
+from .images import SITE_DIR, ImageBuilder, build_log_dir, recipe_for
 from .process import exit_reason
 from .sockets import Expected, FrameServer
 
@@ -153,7 +154,9 @@ def _exit_words(code: int | None, oom: bool, memory: float) -> str:
     return exit_reason(code)
 
 
-class ContainerReplica(Replica):
+class ContainerReplica(LinkedReplica):
+    kill_wait = _API_TIMEOUT
+
     def __init__(
         self,
         replica_id: str,
@@ -164,33 +167,14 @@ class ContainerReplica(Replica):
         live: set[ContainerReplica],
     ) -> None:
         """``live``: the runtime's replicas, which this one is in while it runs."""
-        self.id = replica_id
+        super().__init__(replica_id, listener)
         self.container = container
         self._expected = expected
-        self._listener = listener
         self._memory = memory
-        self._link = FrameLink(lambda messages: listener.replica_messages(self, messages))
         self._connected = False
         self._exited = anyio.Event()
-        self._ended = anyio.Event()
-        self._kill = anyio.Event()
         self._status: int | None = None
         self._live = live
-
-    def send(self, message: tuple[Any, ...]) -> None:
-        self._link.send(message)
-
-    async def stop(self, grace: float) -> None:
-        self._link.close()  # the runner exits when its socket ends, and the container with it
-        with anyio.move_on_after(grace, shield=True):
-            await self._ended.wait()
-            return
-        self.kill()
-        with anyio.move_on_after(_API_TIMEOUT, shield=True):
-            await self._ended.wait()  # removed, not only stopped: nothing is left behind
-
-    def kill(self) -> None:
-        self._kill.set()
 
     async def run(self, *, task_status: TaskStatus[None]) -> None:
         self._live.add(self)
@@ -292,6 +276,7 @@ class DockerRuntime(Runtime):
         self._code_dirs: list[str] = []
         self._lib_binds: list[str] = []
         self._replicas: set[ContainerReplica] = set()
+        self._builder: ImageBuilder | None = None
         self._closed = False
         self._launching = 0  # containers being created and started
         self._launched = anyio.Event()  # set when the last of them is through
@@ -321,6 +306,7 @@ class DockerRuntime(Runtime):
             f"{Path(cloudpickle.__file__).parent}:{_LIB}/cloudpickle:ro",
         ]
         self._dir = await anyio.to_thread.run_sync(tempfile.mkdtemp, "", "triggerfish-")
+        self._builder = ImageBuilder(docker, build_log_dir())
         listener = await anyio.create_unix_listener(os.path.join(self._dir, _SOCKET_NAME))
         await task_group.start(self._serve, listener, name="docker-replica-sockets")
         logger.info("docker_runtime_started", engine_id=self.engine_id, url=where)
@@ -372,7 +358,11 @@ class DockerRuntime(Runtime):
         if docker is None or self._dir is None or self._closed:
             raise OSError(self._broken)
         service = plan.service
-        image = image_for(service, plan.functions, self.image)
+        base = image_for(service, plan.functions, self.image)
+        assert self._builder is not None
+        image = await self._builder.image_for(
+            recipe_for(base, plan.functions.values(), plan.code_paths)
+        )
         resources = resources_for(plan.functions)
         if resources.gpu and not await self._has_gpu(docker):
             raise OSError(
@@ -469,7 +459,7 @@ class DockerRuntime(Runtime):
         service = plan.service
         code = [*self._code_dirs, *(p for p in plan.code_paths if p not in self._code_dirs)]
         env = {**service.env, **service.secrets}
-        python_path = [_LIB, *code]
+        python_path = [_LIB, *code, SITE_DIR]  # SITE_DIR: a derived image's requirements
         if env.get("PYTHONPATH"):
             python_path.append(env["PYTHONPATH"])
         env.update(

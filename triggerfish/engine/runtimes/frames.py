@@ -10,6 +10,7 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, ByteStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ..replica import protocol
+from .abc import Replica, ReplicaListener
 
 Messages = list[tuple[Any, ...]]
 
@@ -71,3 +72,35 @@ class FrameLink:
                     return
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             return  # the replica is gone; the read loop reports how
+
+
+class LinkedReplica(Replica):
+    """A replica that is a container somewhere, reached over a socket: frames through a
+    FrameLink; stopping ends the link (the runner exits on its end), then kills if need be.
+    A subclass's run sets ``_ended`` once the container is gone, and ends it when ``_kill``
+    is set."""
+
+    #: How long to wait, after a kill, for the container to be gone.
+    kill_wait = 10.0
+
+    def __init__(self, replica_id: str, listener: ReplicaListener) -> None:
+        self.id = replica_id
+        self._listener = listener
+        self._link = FrameLink(lambda messages: listener.replica_messages(self, messages))
+        self._kill = anyio.Event()
+        self._ended = anyio.Event()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        self._link.send(message)
+
+    async def stop(self, grace: float) -> None:
+        self._link.close()
+        with anyio.move_on_after(grace, shield=True):
+            await self._ended.wait()
+            return
+        self.kill()
+        with anyio.move_on_after(self.kill_wait, shield=True):
+            await self._ended.wait()  # removed, not only stopped: nothing is left behind
+
+    def kill(self) -> None:
+        self._kill.set()

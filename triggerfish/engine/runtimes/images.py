@@ -30,7 +30,8 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -39,9 +40,10 @@ import aiodocker
 import anyio
 
 from ...errors import ImageBuildError
+from ...models import FunctionSpec
 from ..log import logger
 
-__all__ = ["BuildState", "ImageBuild", "ImageBuilder", "Recipe"]
+__all__ = ["BuildState", "ImageBuild", "ImageBuilder", "Recipe", "build_log_dir", "recipe_for"]
 
 DERIVED_REPOSITORY = "triggerfish/derived"
 SITE_DIR = "/opt/triggerfish/site"
@@ -63,6 +65,24 @@ class Recipe:
     def plain(self) -> bool:
         """Nothing to add: the base image is used as it is."""
         return not self.requirements and not self.include_data
+
+
+def recipe_for(base: str, functions: Iterable[FunctionSpec], code_paths: Sequence[str]) -> Recipe:
+    """What a replica of a service with ``functions`` needs over ``base``: all their
+    requirements and data files. Data paths are relative to the service's codebase (a
+    deployed package) or else the engine's working directory."""
+    specs = list(functions)
+    return Recipe(
+        base=base,
+        requirements=tuple(sorted({r for f in specs for r in f.requirements})),
+        include_data=tuple(sorted({d for f in specs for d in f.include_data})),
+        root=Path(code_paths[0]) if code_paths else Path.cwd(),
+    )
+
+
+def build_log_dir() -> Path:
+    """Where build logs are written (one file per recipe, named by its hash)."""
+    return Path(tempfile.gettempdir()) / "triggerfish-builds"
 
 
 class BuildState(enum.StrEnum):

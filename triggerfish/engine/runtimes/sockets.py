@@ -10,15 +10,18 @@ its token has matched.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import struct
 
 import anyio
-from anyio.abc import ByteStream, Listener, TaskStatus
+from anyio.abc import ByteStream, Listener, SocketAttribute, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ..log import logger
 
 HELLO_TIMEOUT = 10.0
+WELCOME_SIZE = struct.Struct("!I")
 _MAX_HELLO = 200
 
 
@@ -58,10 +61,17 @@ class Expected:
 
 
 class FrameServer:
-    """Accepts replicas' connections and hands each to the replica it names."""
+    """Accepts replicas' connections and hands each to the replica it names.
 
-    def __init__(self) -> None:
+    With ``welcome`` (replicas that have none of our code: Swarm tasks), a replica admitted
+    is first sent ``OK``, the welcome's size and the welcome (the runner's code), and one
+    refused is told ``NO <why>``; the bootstrap reads both.
+    """
+
+    def __init__(self, welcome: bytes | None = None) -> None:
         self._expected: dict[str, Expected] = {}
+        self.welcome = welcome
+        self.refused = 0
 
     def expect(self, replica_id: str) -> Expected:
         expected = Expected(self, replica_id)
@@ -83,8 +93,7 @@ class FrameServer:
             with anyio.fail_after(HELLO_TIMEOUT):
                 line = await receive.receive_until(b"\n", _MAX_HELLO)
         except (TimeoutError, anyio.EndOfStream, anyio.DelimiterNotFound, OSError) as exc:
-            logger.warning("replica_connection_refused", reason=f"no hello: {exc!r}")
-            await stream.aclose()
+            await self._refuse(stream, "no hello", repr(exc))
             return
         word, _, rest = line.decode(errors="replace").partition(" ")
         replica_id, _, token = rest.partition(" ")
@@ -94,8 +103,23 @@ class FrameServer:
             or expected is None
             or not secrets.compare_digest(token.encode(), expected.token.encode())
         ):
-            logger.warning("replica_connection_refused", replica_id=replica_id[:40])
-            await stream.aclose()
+            await self._refuse(stream, "unknown replica or token", replica_id[:40])
             return
         self.forget(expected)  # one connection per replica
+        if self.welcome is not None:
+            try:
+                await stream.send(b"OK\n" + WELCOME_SIZE.pack(len(self.welcome)) + self.welcome)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                await stream.aclose()
+                return
         expected._deliver(Connection(stream, receive))
+
+    async def _refuse(self, stream: ByteStream, why: str, detail: str) -> None:
+        # The peer's address is logged, never the token it sent.
+        self.refused += 1
+        peer = stream.extra(SocketAttribute.remote_address, None)
+        logger.warning("replica_connection_refused", reason=why, detail=detail, peer=str(peer))
+        if self.welcome is not None:
+            with anyio.move_on_after(1), contextlib.suppress(OSError, anyio.BrokenResourceError):
+                await stream.send(b"NO " + why.encode() + b"\n")
+        await stream.aclose()

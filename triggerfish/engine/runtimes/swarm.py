@@ -1,131 +1,243 @@
 """Replicas as Docker Swarm tasks, on whichever nodes the swarm places them.
 
 Each replica is a Swarm service of one task, created and removed through aiodocker's services
-API: one service per replica (not one service scaled up and down) because scaling down must
-stop the replica the autoscaler chose, the idle one, and Swarm picks the task to remove by
-itself. The task runs the bootstrap (``python3 -c``) in the service's image, which connects
-back to the engine's ReplicaGate over TCP with a token good for this replica only, receives
-the runner's code and then speaks the usual frames. So any image with python3 works, on any
-node, with nothing mounted.
+API: one service per replica rather than one service scaled up and down, because scaling
+down must stop the replica the autoscaler chose (the idle one), and Swarm picks the task to
+remove by itself. The task runs the bootstrap (``python3 -c``) in the service's image; it
+connects back to the engine over TCP, says hello with its replica id and one-time token
+(the FrameServer admits each token once), receives the runner's code and then speaks the
+usual frames. So any image with python3 works, on any node, with nothing mounted.
 
-Services carry the labels ``triggerfish.engine`` (this engine's name), ``triggerfish.service``
+Services carry the labels ``triggerfish.engine`` (the engine's id), ``triggerfish.service``
 and ``triggerfish.replica``. On start the runtime removes services an earlier run of the same
 engine left behind; on stop, none remains.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import os
 import re
+import secrets
 import socket
+import zipfile
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import aiodocker
+import aiohttp
 import anyio
-from anyio.abc import SocketAttribute, SocketStream, TaskGroup
+import cloudpickle
+from anyio.abc import SocketAttribute, TaskGroup, TaskStatus
 
-from ...models import ServiceSpec
+from ...errors import ConfigurationError
 from ..log import logger
 from ..replica import bootstrap, protocol
-from .abc import Replica, ReplicaListener, Runtime
-from .gate import ReplicaGate, Ticket
-from .socket import SocketReplica
+from .abc import Replica, ReplicaListener, ReplicaPlan, Runtime
+from .docker import LABEL_ENGINE, LABEL_REPLICA, LABEL_SERVICE, image_for, resources_for
+from .frames import LinkedReplica
+from .images import ImageBuilder, build_log_dir, recipe_for
+from .sockets import Connection, Expected, FrameServer
 
-__all__ = ["DEFAULT_IMAGE", "SwarmRuntime"]
+__all__ = ["SwarmRuntime", "runner_bundle"]
 
-DEFAULT_IMAGE = os.environ.get("TRIGGERFISH_RUNNER_IMAGE", "triggerfish/python:3")
+ADVERTISE_VARIABLE = "TRIGGERFISH_SWARM_ADVERTISE"
+PORT_VARIABLE = "TRIGGERFISH_SWARM_PORT"
 _BOOTSTRAP = inspect.getsource(bootstrap)
 _FINISHED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
+_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError)
+
+
+class SwarmReplica(LinkedReplica):
+    """One Swarm task's replica: frames over its connection; removing its Swarm service is
+    what kills it."""
+
+    def __init__(
+        self, replica_id: str, runtime: SwarmRuntime, service_id: str, listener: ReplicaListener
+    ) -> None:
+        super().__init__(replica_id, listener)
+        self._runtime = runtime
+        self._service_id = service_id
+
+    async def run(self, connection: Connection, *, task_status: TaskStatus[None]) -> None:
+        reason = "ended"
+        try:
+            async with connection.stream, anyio.create_task_group() as tg:
+                tg.start_soon(self._link.write_loop, connection.stream)
+                tg.start_soon(_cancel_on, self._kill, tg.cancel_scope)
+                task_status.started()
+                await self._link.read_loop(connection.receive)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                reason = await self._runtime.remove(self._service_id)
+            self._ended.set()
+            self._listener.replica_exited(self, reason)
+
+
+async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 class SwarmRuntime(Runtime):
     """Starts replicas as Swarm tasks that connect back to this engine.
 
-    ``advertise`` is the address the tasks reach the engine at (one every node can route
-    to); the gate listens on ``bind``:``port`` (port 0: any free one). ``network`` is the
-    network the tasks join ("host" lets a task on the engine's own node reach 127.0.0.1).
-    ``engine`` names this engine in the labels; engines sharing a swarm need distinct names.
-    Use it as ``async with SwarmRuntime(...) as runtime`` around the engine, or let the
-    engine start it.
+    ``advertise`` is the address tasks reach the engine at, one every node can route to
+    (default ``$TRIGGERFISH_SWARM_ADVERTISE``, else 127.0.0.1: a single-node swarm); the
+    engine listens on ``bind``:``port`` (default ``$TRIGGERFISH_SWARM_PORT``, else any free
+    port). ``network`` is the network tasks join: "host" lets a task on the engine's own node
+    reach 127.0.0.1. ``engine_id`` labels the services; the engine gives its own when it
+    makes the runtime.
     """
 
     def __init__(
         self,
+        engine_id: str,
         *,
-        image: str = DEFAULT_IMAGE,
-        advertise: str = "127.0.0.1",
+        image: str | None = None,
+        advertise: str | None = None,
         bind: str = "0.0.0.0",  # tasks on other nodes connect; their tokens guard the door
-        port: int = 0,
+        port: int | None = None,
         network: str | None = "host",
-        engine: str = "triggerfish",
         start_timeout: float = 60.0,
-        docker_url: str | None = None,
+        url: str | None = None,
     ) -> None:
+        self.engine_id = engine_id
         self.image = image
-        self.advertise = advertise
+        self.advertise = advertise or os.environ.get(ADVERTISE_VARIABLE) or "127.0.0.1"
+        self.bind = bind
+        self.port = port if port is not None else int(os.environ.get(PORT_VARIABLE) or 0)
         self.network = network
-        self.engine = engine
         self.start_timeout = start_timeout
-        self.gate = ReplicaGate(bind, port)
-        self._docker_url = docker_url
+        self.server = FrameServer(welcome=b"")  # the runner's code, once started
+        self._url = url
         self._docker: aiodocker.Docker | None = None
-        self._task_group: TaskGroup | None = None
-        self._scope: anyio.CancelScope | None = None
+        self._broken = "the Swarm runtime is not started"
+        self._serve_scope: anyio.CancelScope | None = None
+        self._builder: ImageBuilder | None = None
 
-    async def __aenter__(self) -> SwarmRuntime:
-        self._docker = aiodocker.Docker(url=self._docker_url)
+    def check(self, plan: ReplicaPlan) -> None:
+        image_for(plan.service, plan.functions, self.image)
+        if resources_for(plan.functions).gpu:
+            raise ConfigurationError(
+                f"service {plan.service.name!r} asks for a GPU, which Swarm replicas cannot have"
+            )
+
+    async def start(self, task_group: TaskGroup) -> None:
+        docker = aiodocker.Docker(url=self._url)
         try:
-            state = (await self._docker.system.info())["Swarm"]["LocalNodeState"]
-            if state != "active":
-                raise OSError(
-                    f"this Docker engine is not in a swarm (its state: {state}); "
-                    "run `docker swarm init` (or join one) first"
-                )
-            await self._remove_leftovers()
-            self._task_group = anyio.create_task_group()
-            await self._task_group.__aenter__()
-            await self._task_group.start(self.gate.serve, name="replica-gate")
-        except BaseException:
-            await self._docker.close()
-            raise
-        return self
+            with anyio.fail_after(10):
+                state = (await docker.system.info())["Swarm"]["LocalNodeState"]
+        except (*_ERRORS, TimeoutError) as exc:
+            await docker.close()
+            self._broken = f"no Docker engine answers: {exc or type(exc).__name__}"
+            logger.error("swarm_unavailable", reason=self._broken)
+            return
+        if state != "active":
+            await docker.close()
+            self._broken = (
+                f"this Docker engine is not in a swarm (its state: {state}); run "
+                "`docker swarm init --advertise-addr 127.0.0.1` (or join one) first"
+            )
+            logger.error("swarm_unavailable", reason=self._broken)
+            return
+        self._docker = docker
+        self.server.welcome = await anyio.to_thread.run_sync(runner_bundle)
+        # A derived image is built on this node only: on a swarm of many, push it to a
+        # registry the nodes pull from (see the README).
+        self._builder = ImageBuilder(docker, build_log_dir())
+        await self._remove_services("left_over")
+        listener = await anyio.create_tcp_listener(local_host=self.bind, local_port=self.port)
+        self.port = listener.extra(SocketAttribute.local_port)
+        await task_group.start(self._serve, listener, name="swarm-replica-gate")
+        logger.info("swarm_runtime_started", engine_id=self.engine_id, port=self.port)
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._task_group is not None and self._docker is not None
-        self._task_group.cancel_scope.cancel()
-        await self._task_group.__aexit__(None, None, None)
+    async def _serve(self, listener: Any, *, task_status: TaskStatus[None]) -> None:
+        with anyio.CancelScope() as self._serve_scope:
+            await self.server.serve(listener, task_status=task_status)
+
+    async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
-            await self._remove_leftovers()
-            await self._docker.close()
+            self._broken = "the Swarm runtime is closed"
+            if self._serve_scope is not None:
+                self._serve_scope.cancel()
+            if self._docker is not None:
+                await self._remove_services("remaining")
+                await self._docker.close()
+                self._docker = None
 
     async def start_replica(
-        self,
-        service: ServiceSpec,
-        init_payload: bytes,
-        listener: ReplicaListener,
-        task_group: TaskGroup,
+        self, plan: ReplicaPlan, listener: ReplicaListener, task_group: TaskGroup
     ) -> Replica:
         if self._docker is None:
-            raise OSError("the Swarm runtime is not started (use it as `async with`)")
-        ticket = self.gate.issue()
+            raise OSError(self._broken)
+        service = plan.service
+        replica_id = f"rep-{secrets.token_hex(4)}"
+        expected = self.server.expect(replica_id)
         labels = {
-            "triggerfish.engine": self.engine,
-            "triggerfish.service": service.name,
+            LABEL_ENGINE: self.engine_id,
+            LABEL_SERVICE: service.name,
+            LABEL_REPLICA: replica_id,
         }
+        service_id = None
+        try:
+            service_id = await self._create(plan, replica_id, expected.token, labels)
+            connection = await self._connection(expected, service_id)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await expected.aclose()  # its token admits no one any more
+                if service_id is not None:  # cancelled while it started: nothing is left
+                    await self.remove(service_id)
+            raise
+        replica = SwarmReplica(replica_id, self, service_id, listener)
+        await task_group.start(replica.run, connection, name=f"replica-{replica_id}")
+        replica.send((protocol.INIT, plan.init_payload))
+        logger.info(
+            "replica_started", service=service.name, replica_id=replica_id, swarm=service_id
+        )
+        return replica
+
+    async def _create(
+        self, plan: ReplicaPlan, replica_id: str, token: str, labels: dict[str, str]
+    ) -> str:
+        assert self._docker is not None
+        resources = resources_for(plan.functions)
         env = {
-            **service.env,
-            **service.secrets,
-            "TRIGGERFISH_ENGINE": f"{self.advertise}:{self.gate.port}",
-            "TRIGGERFISH_TOKEN": ticket.token,
+            **plan.service.env,
+            **plan.service.secrets,
+            "TRIGGERFISH_ENGINE": f"{self.advertise}:{self.port}",
+            "TRIGGERFISH_REPLICA_ID": replica_id,
+            "TRIGGERFISH_REPLICA_TOKEN": token,
             "PYTHONUNBUFFERED": "1",
         }
+        base = image_for(plan.service, plan.functions, self.image)
+        assert self._builder is not None
+        image = await self._builder.image_for(
+            recipe_for(base, plan.functions.values(), plan.code_paths)
+        )
         template: dict[str, Any] = {
             "ContainerSpec": {
-                "Image": self.image,
+                "Image": image,
                 "Command": ["python3", "-c", _BOOTSTRAP],
                 "Env": env,
                 "Labels": labels,
+                "Mounts": [
+                    {
+                        "Type": "tmpfs",
+                        "Target": "/tmp",  # the replica's own scratch space, of ephemeral_disk
+                        "TmpfsOptions": {"SizeBytes": int(resources.ephemeral_disk * 2**30)},
+                    }
+                ],
+            },
+            "Resources": {
+                "Limits": {
+                    "NanoCPUs": int(resources.cpu * 1e9),
+                    "MemoryBytes": int(resources.memory * 2**30),
+                }
             },
             "RestartPolicy": {"Condition": "none"},
         }
@@ -133,98 +245,89 @@ class SwarmRuntime(Runtime):
             template["Networks"] = [{"Target": self.network}]
         try:
             created = await self._docker.services.create(
-                template, name=_swarm_name(service.name), labels=labels
+                template, name=_swarm_name(plan.service.name), labels=labels
             )
-        except aiodocker.DockerError as exc:
-            self.gate.revoke(ticket)
-            raise OSError(f"Swarm refused the replica's service: {exc.message}") from None
-        service_id = str(created["ID"])
-        stream = await self._admitted(ticket, service_id)
-        _keep_alive(stream)
+        except _ERRORS as exc:
+            raise OSError(f"Swarm refused the replica's service: {exc}") from None
+        return str(created["ID"])
 
-        async def remove() -> str:
-            return await self._remove(service_id)
-
-        replica = SocketReplica(stream, listener, remove)
-        await task_group.start(replica.run, name=f"replica-{replica.id}")
-        replica.send((protocol.INIT, init_payload))
-        logger.info(
-            "replica_started", service=service.name, replica_id=replica.id, swarm=service_id
-        )
-        return replica
-
-    async def _admitted(self, ticket: Ticket, service_id: str) -> SocketStream:
-        """The task's connection once it came in. Swarm tells no one when a task fails to
+    async def _connection(self, expected: Expected, service_id: str) -> Connection:
+        """The task's connection once it comes. Swarm tells no one when a task fails to
         start, so meanwhile its state is looked at now and then, more seldom as time goes."""
         failure: str | None = None
-        stream: SocketStream | None = None
+        connection: Connection | None = None
 
-        async def watch() -> None:
+        async def watch(scope: anyio.CancelScope) -> None:
             nonlocal failure
             pause = 0.25
             while failure is None:
                 await anyio.sleep(pause)
                 pause = min(pause * 2, 4.0)
                 failure = await self._task_failure(service_id)
-            self.gate.revoke(ticket)  # so the wait below ends
+            scope.cancel()
 
         with anyio.move_on_after(self.start_timeout):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(watch)
-                stream = await self.gate.admitted(ticket)
+                tg.start_soon(watch, tg.cancel_scope)
+                connection = await expected.connection()
                 tg.cancel_scope.cancel()
-        if stream is None:
-            self.gate.revoke(ticket)
-            await self._remove(service_id)
+        if connection is None:
             why = failure or f"it did not connect back within {self.start_timeout:g} s"
             raise OSError(f"the replica's Swarm task did not start: {why}")
-        return stream
+        _keep_alive(connection)
+        return connection
 
     async def _task_failure(self, service_id: str) -> str | None:
-        """Why the service's task ended, if it has."""
+        """How the service's task ended, if it has."""
         assert self._docker is not None
-        tasks = await self._docker.tasks.list(filters={"service": service_id})
+        try:
+            tasks = await self._docker.tasks.list(filters={"service": service_id})
+        except _ERRORS as exc:
+            return f"its task cannot be seen: {exc}"
         for task in tasks:
             status = task.get("Status", {})
             if status.get("State") in _FINISHED:
-                return _task_reason(status)
+                return _task_words(status)
         return None
 
-    async def _remove(self, service_id: str) -> str:
-        """Remove the replica's service (and so its container); how its task ended."""
-        assert self._docker is not None
+    async def remove(self, service_id: str) -> str:
+        """Remove a replica's Swarm service (and so its container); how its task ended."""
+        if self._docker is None:
+            return "the Swarm runtime is closed"
         with anyio.CancelScope(shield=True):
+            reason = await self._task_failure(service_id) or "its connection ended"
             try:
-                reason = await self._task_failure(service_id) or "stopped"
                 await self._docker.services.delete(service_id)
-            except aiodocker.DockerError as exc:
-                if exc.status != 404:
-                    logger.warning("swarm_remove_failed", swarm=service_id, error=exc.message)
-                reason = "its service is gone"
+            except _ERRORS as exc:
+                if getattr(exc, "status", None) != 404:
+                    logger.warning("swarm_service_not_removed", swarm=service_id, error=str(exc))
         return reason
 
-    async def _remove_leftovers(self) -> None:
+    async def _remove_services(self, which: str) -> None:
         assert self._docker is not None
-        label = f"triggerfish.engine={self.engine}"
-        for service in await self._docker.services.list(filters={"label": label}):
-            logger.info("swarm_leftover_removed", swarm=service["ID"])
+        label = f"{LABEL_ENGINE}={self.engine_id}"
+        with anyio.move_on_after(30):
             try:
-                await self._docker.services.delete(service["ID"])
-            except aiodocker.DockerError as exc:
-                if exc.status != 404:
-                    raise
+                found = await self._docker.services.list(filters={"label": label})
+                for service in found:
+                    with contextlib.suppress(aiodocker.DockerError):  # gone meanwhile
+                        await self._docker.services.delete(service["ID"])
+            except _ERRORS as exc:
+                logger.warning("swarm_services_not_removed", which=which, error=str(exc))
+                return
+            if found:
+                logger.info("swarm_services_removed", which=which, count=len(found))
 
 
 def _swarm_name(service: str) -> str:
     """A Swarm service name (letters, digits, dashes; at most 63) for one replica."""
     stem = re.sub(r"[^a-zA-Z0-9-]+", "-", service).strip("-")[:40] or "replica"
-    return f"tf-{stem}-{os.urandom(4).hex()}"
+    return f"tf-{stem}-{secrets.token_hex(4)}"
 
 
-def _task_reason(status: dict[str, Any]) -> str:
-    state = status.get("State", "ended")
+def _task_words(status: dict[str, Any]) -> str:
+    words = [f"its task is {status.get('State', 'ended')}"]
     container = status.get("ContainerStatus") or {}
-    words = [f"its task is {state}"]
     if status.get("Err"):
         words.append(str(status["Err"]))
     elif container.get("ExitCode") not in (None, 0):
@@ -232,11 +335,23 @@ def _task_reason(status: dict[str, Any]) -> str:
     return ": ".join(words)
 
 
-def _keep_alive(stream: SocketStream) -> None:
+def _keep_alive(connection: Connection) -> None:
     """A node that dies without closing its connections is noticed within about 30 s."""
-    raw = stream.extra(SocketAttribute.raw_socket)
+    raw = connection.stream.extra(SocketAttribute.raw_socket)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for option, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 4)):
         if hasattr(socket, option):
             raw.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+@cache
+def runner_bundle() -> bytes:
+    """A zip of the ``triggerfish`` and ``cloudpickle`` packages' Python files, importable
+    from the zip itself; what the FrameServer sends a Swarm task once it is admitted."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for package in (Path(__file__).parents[2], Path(cloudpickle.__file__).parent):
+            for path in sorted(package.rglob("*.py")):
+                bundle.write(path, path.relative_to(package.parent).as_posix())
+    return buffer.getvalue()
