@@ -12,6 +12,8 @@ Measures, in one run (well under two minutes):
 3. warm round trip: p50 of ``--calls`` sequential ``call_remote`` of a no-op on a warm
    container replica, and the same on a warm process replica (after a warm-up of 200 each).
    The store is sqlite in memory for both.
+4. where the Docker engine is in a swarm: (1) and (3) on the swarm runtime too, as
+   ``swarm_cold_start_ms`` and ``swarm_warm_roundtrip_p50_ms``.
 
 It needs a Docker engine and the runner image (``bash scripts/docker-up.sh``). The last line
 of stdout is one JSON object: {"cold_start_ms": ..., "docker_run_ms": ...,
@@ -39,6 +41,7 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
+import aiodocker  # noqa: E402
 import anyio  # noqa: E402
 from common import percentile, wait_ready  # noqa: E402
 
@@ -54,9 +57,9 @@ def noop(x: Any = None) -> None:
     return None
 
 
-async def cold_starts(rounds: int) -> list[float]:
+async def cold_starts(rounds: int, runtime: str = "docker") -> list[float]:
     engine = Engine(None)
-    engine.function(noop, name="cold", runtime="docker", replicas=(0, 1), idle_timeout=0.05)
+    engine.function(noop, name="cold", runtime=runtime, replicas=(0, 1), idle_timeout=0.05)
     samples = []
     async with engine:
         handle = engine.handle("cold")
@@ -110,13 +113,31 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     container = await warm_p50("docker", args.calls)
     process = await warm_p50("process", args.calls)
     say(f"  p50 container {container:.3f} ms, process {process:.3f} ms")
-    return {
+    result = {
         "cold_start_ms": round(cold_ms, 1),
         "docker_run_ms": round(plain_ms, 1),
         "cold_start_ratio_vs_docker_run": round(cold_ms / plain_ms, 3),
         "warm_roundtrip_p50_ms": round(container, 3),
         "process_warm_roundtrip_p50_ms": round(process, 3),
     }
+    if await in_a_swarm():
+        say(f"the same on the swarm runtime (a single-node swarm), {args.rounds} cold starts")
+        swarm_cold = statistics.median(await cold_starts(args.rounds, "swarm"))
+        swarm_warm = await warm_p50("swarm", args.calls)
+        say(f"  cold start {swarm_cold:.0f} ms, warm p50 {swarm_warm:.3f} ms")
+        result["swarm_cold_start_ms"] = round(swarm_cold, 1)
+        result["swarm_warm_roundtrip_p50_ms"] = round(swarm_warm, 3)
+    else:
+        say("no swarm here (docker swarm init): the swarm runtime is not measured")
+    return result
+
+
+async def in_a_swarm() -> bool:
+    docker = aiodocker.Docker()
+    try:
+        return bool((await docker.system.info())["Swarm"]["LocalNodeState"] == "active")
+    finally:
+        await docker.close()
 
 
 def main() -> None:
