@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run example test install install-dev bench
+.PHONY: run example test install install-dev bench bench-peers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,8 @@ test: install-dev
 
 bench: install
 	$(BIN)/python bench/throughput.py
+
+# triggerfish beside Celery, Ray and APScheduler (installs them in bench/peers/.venv, starts
+# redis-server and a Celery worker, stops them); results in bench/results/peers.*
+bench-peers: install
+	$(BIN)/python bench/peers/run.py

@@ -1,0 +1,72 @@
+"""The work every system runs, the same function bodies and the same sizes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def noop(x: Any = None) -> Any:
+    """Workloads 1, 2 and 4: returns its input."""
+    return x
+
+
+def spin(n: int) -> int:
+    """Workload 3: about 1 ms of CPU (``n`` calibrated once by ``calibrate``)."""
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def calibrate(target_s: float = 0.001) -> int:
+    """The ``n`` for which ``spin(n)`` takes about ``target_s`` here."""
+    n = 10_000
+    while True:
+        begun = time.perf_counter()
+        spin(n)
+        took = time.perf_counter() - begun
+        if took > 0.02:
+            return max(1, int(n * target_s / took))
+        n *= 2
+
+
+def sizes() -> dict[str, Any]:
+    """The workload sizes, from PEERS_SIZES (set by run.py)."""
+    return dict(json.loads(os.environ["PEERS_SIZES"]))
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    rank = max(1, round(pct / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes (and their reaped children), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:
+            continue
+        total += sum(int(f) for f in fields[11:15]) / ticks  # utime stime cutime cstime
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (psutil is in the peers' environment)."""
+    import psutil
+
+    return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+
+
+def emit(result: dict[str, Any]) -> None:
+    """A system's figures: one JSON line, the last of its output."""
+    print(json.dumps(result), flush=True)
+    sys.stdout.flush()
