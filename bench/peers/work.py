@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +72,41 @@ def emit(result: dict[str, Any]) -> None:
     """A system's figures: one JSON line, the last of its output."""
     print(json.dumps(result), flush=True)
     sys.stdout.flush()
+
+
+def measure(
+    size: dict[str, Any],
+    noop_all: Callable[[list[int]], list[Any]],
+    noop_one: Callable[[int], Any],
+    spin_all: Callable[[list[int]], list[Any]],
+) -> dict[str, float]:
+    """Workloads 1 to 3 on a system with a blocking API: its way to run ``noop`` over a list
+    (results in order), ``noop`` once, and ``spin`` over a list."""
+    out: dict[str, float] = {}
+    inputs = list(range(size["noop"]))
+    rates = []
+    for run in range(size["runs"] + 1):  # the first is the warm-up
+        begun = time.perf_counter()
+        assert noop_all(inputs) == inputs
+        if run:
+            rates.append(size["noop"] / (time.perf_counter() - begun))
+    out["noop_tasks_per_s"] = statistics.median(rates)
+    samples = []
+    for i in range(size["roundtrips"] + 200):
+        begun = time.perf_counter()
+        assert noop_one(i) == i
+        if i >= 200:
+            samples.append((time.perf_counter() - begun) * 1000)
+    out["roundtrip_p50_ms"] = percentile(samples, 50)
+    out["roundtrip_p99_ms"] = percentile(samples, 99)
+    walls = []
+    expected = spin(size["spin_n"])
+    for run in range(size["runs"] + 1):
+        begun = time.perf_counter()
+        values = spin_all([size["spin_n"]] * size["map"])
+        took = time.perf_counter() - begun
+        assert len(values) == size["map"] and values[-1] == expected
+        if run:
+            walls.append(took)
+    out["map_10k_wall_s"] = statistics.median(walls)
+    return out
