@@ -259,14 +259,14 @@ def chart(bars: list[tuple[str, float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(11, 4.5))
+    figure, axes = plt.subplots(figsize=(11, 5))
     labels = [b[0] for b in bars]
     values = [b[1] for b in bars]
     axes.bar(labels, values, color=["tab:green" if v >= 1 else "tab:red" for v in values])
     axes.axhline(1, color="black", linewidth=0.8)
     axes.set_yscale("log")
     axes.set_ylabel("triggerfish's advantage (x, log)")
-    axes.tick_params(axis="x", labelsize=7)
+    axes.tick_params(axis="x", labelsize=7, labelrotation=30)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
