@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -73,12 +74,13 @@ class Batch:
 
     executions: list[tuple[str, Any]] = field(default_factory=list)  # (id, snapshot)
     once: dict[str, tuple[str, str]] = field(default_factory=dict)  # execution id -> key
-    triggers: list[Any] = field(default_factory=list)
+    triggers: list[Any] = field(default_factory=list)  # whole rows: new or changed specs
+    trigger_states: list[Any] = field(default_factory=list)  # counters and cursor only
     deleted_triggers: list[str] = field(default_factory=list)
 
     @property
     def simple(self) -> bool:
-        return not (self.once or self.triggers or self.deleted_triggers)
+        return not (self.once or self.triggers or self.trigger_states or self.deleted_triggers)
 
 
 class GroupCommitStore(Store):
@@ -86,13 +88,22 @@ class GroupCommitStore(Store):
 
     Subclasses say how records are snapshotted (called on the event loop, so a snapshot is
     consistent) and how a batch is written; batching, ordering and waiting live here once.
-    No timer: the batch is whatever queued during the last commit.
+    No timer: the batch is whatever queued during the last commit, up to ``batch_limit``
+    executions. The limit makes a burst (a thousand cron firings due at once) a pipeline:
+    the first few hundred are committed, and go to replicas, while the next are committed.
+
+    A trigger is saved whole only when its spec is not the one written last (specs are
+    frozen, so identity tells): the frequent saves, a cron cursor each second and a counter
+    after each firing, write its state alone.
     """
+
+    batch_limit = 256  # executions per commit, at most
 
     def __init__(self) -> None:
         self._pending: dict[str, ExecutionRecord] = {}
         self._once: dict[str, tuple[str, str]] = {}
         self._triggers: dict[str, TriggerRecord | None] = {}  # None: delete
+        self._written_specs: dict[str, object] = {}  # trigger id -> the spec its row holds
         self._wake = anyio.Event()
         self._pending_committed = anyio.Event()
         self._inflight_committed: anyio.Event | None = None
@@ -116,12 +127,17 @@ class GroupCommitStore(Store):
     def _snapshot_trigger(self, trigger: TriggerRecord) -> Any: ...
 
     @abstractmethod
+    def _snapshot_trigger_state(self, trigger: TriggerRecord) -> Any:
+        """The trigger's counters and cursor, for a row whose spec is already written."""
+
+    @abstractmethod
     async def _write(self, batch: Batch) -> set[str]:
         """Write the batch atomically; return the ids of executions refused by a once key."""
 
     async def start(self, task_group: TaskGroup, listener: CommitListener | None = None) -> None:
         self._listener = listener
         self._closing = False
+        self._written_specs.clear()  # a reopened store may have lost its rows (":memory:")
         await self._open()
         self._stopped = anyio.Event()
         await task_group.start(self._run_writer, name="store-writer")
@@ -187,26 +203,45 @@ class GroupCommitStore(Store):
         task_status.started()
         try:
             while self._has_pending() or not self._closing:
-                await self._wake.wait()
+                if not self._has_pending():
+                    await self._wake.wait()
                 self._wake = anyio.Event()
                 if self._has_pending():
                     await self._commit_pending()
         finally:
             self._stopped.set()
 
+    def _take_pending(self) -> tuple[list[ExecutionRecord], dict[str, tuple[str, str]], bool]:
+        """The executions (with their once keys) for the next commit: all that are queued, or
+        the first ``batch_limit`` of them; and whether that drains the queue."""
+        if len(self._pending) <= self.batch_limit:
+            records = list(self._pending.values())
+            once, self._pending, self._once = self._once, {}, {}
+            return records, once, True
+        records = list(itertools.islice(self._pending.values(), self.batch_limit))
+        once = {}
+        for record in records:
+            del self._pending[record.id]
+            key = self._once.pop(record.id, None)
+            if key is not None:
+                once[record.id] = key
+        return records, once, False
+
     async def _commit_pending(self) -> None:
-        pending, self._pending = self._pending, {}
-        once, self._once = self._once, {}
-        triggers, self._triggers = self._triggers, {}
-        done, self._pending_committed = self._pending_committed, anyio.Event()
+        records, once, drained = self._take_pending()
+        if drained:
+            # Trigger rows ride with the commit that empties the queue, never before the
+            # executions queued with them: a cron cursor must not be stored ahead of its
+            # firings (a firing stored twice is refused by its fire record; one never
+            # stored would be lost).
+            triggers, self._triggers = self._triggers, {}
+            done, self._pending_committed = self._pending_committed, anyio.Event()
+        else:
+            triggers, done = {}, anyio.Event()  # flush() waits for the commit that drains
         self._inflight_committed = done
-        batch = Batch(
-            executions=[(r.id, self._snapshot(r)) for r in pending.values()],
-            once=once,
-            triggers=[self._snapshot_trigger(t) for t in triggers.values() if t is not None],
-            deleted_triggers=[i for i, t in triggers.items() if t is None],
-        )
-        statuses = [(r.id, r.status) for r in pending.values()]
+        batch = Batch(executions=[(r.id, self._snapshot(r)) for r in records], once=once)
+        self._add_triggers(batch, triggers)
+        statuses = [(r.id, r.status) for r in records]
         # A commit that has begun finishes even when the engine is being cancelled.
         with anyio.CancelScope(shield=True):
             async with self._writing:
@@ -216,3 +251,15 @@ class GroupCommitStore(Store):
         if self._listener is not None:
             written = [s for s in statuses if s[0] not in refused] if refused else statuses
             self._listener(written, refused)
+
+    def _add_triggers(self, batch: Batch, triggers: dict[str, TriggerRecord | None]) -> None:
+        written = self._written_specs
+        for trigger_id, trigger in triggers.items():
+            if trigger is None:
+                batch.deleted_triggers.append(trigger_id)
+                written.pop(trigger_id, None)
+            elif written.get(trigger_id) is trigger.spec:
+                batch.trigger_states.append(self._snapshot_trigger_state(trigger))
+            else:
+                batch.triggers.append(self._snapshot_trigger(trigger))
+                written[trigger_id] = trigger.spec

@@ -1,0 +1,216 @@
+"""How the group-commit writer shapes its commits, and the sqlite store's upkeep: bounded
+batches, trigger rows never ahead of their firings, the fire records' migration, and
+checkpoints on a connection of their own."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from triggerfish import SqliteStore, Store
+from triggerfish.models import CronTriggerSpec, ExecutionRecord, TriggerRecord, new_execution_id
+from triggerfish.store import sqlite as sqlite_store
+from triggerfish.store._writer import Batch, GroupCommitStore
+from triggerfish.store.migrations import MIGRATIONS
+
+pytestmark = pytest.mark.anyio
+
+
+def record() -> ExecutionRecord:
+    return ExecutionRecord(
+        id=new_execution_id(),
+        function="f",
+        service="f",
+        input=b"args",
+        max_attempts=1,
+        created_at=time.time(),
+    )
+
+
+def cron_trigger(trigger_id: str = "trg-c") -> TriggerRecord:
+    spec = CronTriggerSpec(name=trigger_id, function="f", cron="* * * * * *")
+    return TriggerRecord(id=trigger_id, spec=spec, created_at=1.0)
+
+
+def spy_on_batches(store: Store) -> list[Batch]:
+    """Record each batch the store writes (its own _write still does the writing)."""
+    assert isinstance(store, GroupCommitStore)
+    batches: list[Batch] = []
+    write = store._write
+
+    async def recording(batch: Batch) -> set[str]:
+        batches.append(batch)
+        return await write(batch)
+
+    store._write = recording  # type: ignore[method-assign]
+    return batches
+
+
+async def test_a_burst_is_committed_in_bounded_batches_with_trigger_rows_last(
+    store_factory: Callable[[], Store],
+) -> None:
+    store = store_factory()
+    assert isinstance(store, GroupCommitStore)
+    store.batch_limit = 100
+    batches = spy_on_batches(store)
+    heard: list[int] = []
+    async with anyio.create_task_group() as tg:
+        await store.start(tg, lambda written, refused: heard.append(len(written)))
+        trigger = cron_trigger()
+        firings = [record() for _ in range(250)]
+        for number, firing in enumerate(firings):
+            store.create(firing, (trigger.id, f"2026-01-01T00:00:{number:02d}"))
+        trigger.cursor = 42.0
+        store.save_trigger(trigger)  # queued with its firings, as a cron hand-over does
+        await store.flush()  # returns only once all 250 are committed
+        assert heard == [100, 100, 50]
+        assert [len(b.executions) for b in batches] == [100, 100, 50]
+        assert [len(b.once) for b in batches] == [100, 100, 50]
+        # The cursor is written with the last of the firings queued before it, never ahead.
+        assert [len(b.triggers) + len(b.trigger_states) for b in batches] == [0, 0, 1]
+        for firing in firings:
+            assert await store.get(firing.id) is not None
+        assert (await store.list_triggers())[0].cursor == 42.0
+        await store.aclose()
+
+
+async def test_saving_a_trigger_again_writes_its_state_and_a_new_spec_writes_the_row(
+    store_factory: Callable[[], Store],
+) -> None:
+    store = store_factory()
+    batches = spy_on_batches(store)
+    trigger = cron_trigger()
+    async with anyio.create_task_group() as tg:
+        await store.start(tg)
+        store.save_trigger(trigger)
+        await store.flush()
+        trigger.fired, trigger.cursor = 7, 99.0
+        store.save_trigger(trigger)
+        await store.flush()
+        trigger.spec = trigger.spec.model_copy(update={"name": "renamed"})
+        store.save_trigger(trigger)
+        await store.flush()
+        assert [(len(b.triggers), len(b.trigger_states)) for b in batches] == [
+            (1, 0),
+            (0, 1),
+            (1, 0),
+        ]
+        (stored,) = await store.list_triggers()
+        assert (stored.spec.name, stored.fired, stored.cursor) == ("renamed", 7, 99.0)
+        store.delete_trigger(trigger.id)
+        await store.flush()
+        store.save_trigger(trigger)  # the same id again, after its row was deleted
+        await store.flush()
+        assert (len(batches[-1].triggers), len(batches[-1].trigger_states)) == (1, 0)
+        assert [t.id for t in await store.list_triggers()] == [trigger.id]
+        await store.aclose()
+
+
+async def test_a_reopened_store_writes_a_triggers_whole_row_first(tmp_path: Path) -> None:
+    """A ":memory:" database is gone once closed: state-only writes would update nothing."""
+    store = SqliteStore(":memory:")
+    trigger = cron_trigger()
+    for cursor in (1.0, 2.0):
+        async with anyio.create_task_group() as tg:
+            await store.start(tg)
+            trigger.cursor = cursor
+            store.save_trigger(trigger)
+            await store.flush()
+            (stored,) = await store.list_triggers()
+            assert stored.cursor == cursor
+            await store.aclose()
+
+
+def _database_at(path: Path, version: int) -> None:
+    with sqlite3.connect(path) as connection:
+        for script in MIGRATIONS[:version]:
+            connection.executescript(script)
+        connection.execute(f"PRAGMA user_version={version}")
+
+
+async def test_fire_records_survive_the_migration_to_key_order(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    _database_at(path, 3)  # fires keyed (trigger_id, key)
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "INSERT INTO fires (trigger_id, key, execution_id, fired_at) VALUES (?, ?, ?, ?)",
+            ("trg-1", "2026-01-01T00:00:00+00:00", "exe-old", 1.0),
+        )
+    store = SqliteStore(path)
+    refusals: list[set[str]] = []
+    async with anyio.create_task_group() as tg:
+        await store.start(tg, lambda written, refused: refusals.append(set(refused)))
+        again, other = record(), record()
+        store.create(again, ("trg-1", "2026-01-01T00:00:00+00:00"))
+        store.create(other, ("trg-2", "2026-01-01T00:00:00+00:00"))
+        await store.flush()
+        assert refusals[-1] == {again.id}
+        await store.aclose()
+    with sqlite3.connect(path) as connection:
+        (version,) = connection.execute("PRAGMA user_version").fetchone()
+        assert version == len(MIGRATIONS)
+        key_columns = [row[2] for row in connection.execute("PRAGMA index_info(fires)")]
+        if not key_columns:  # WITHOUT ROWID: the primary key is the table's own index
+            key_columns = [
+                row[2] for row in connection.execute("PRAGMA index_xinfo(fires)") if row[5]
+            ][:2]
+        assert key_columns == ["key", "trigger_id"]
+        rows = connection.execute("SELECT trigger_id, execution_id FROM fires ORDER BY 1")
+        assert rows.fetchall() == [("trg-1", "exe-old"), ("trg-2", other.id)]
+
+
+async def _fill(store: SqliteStore, commits: int, rows: int) -> list[str]:
+    ids = []
+    for _ in range(commits):
+        batch = [record() for _ in range(rows)]
+        ids += [r.id for r in batch]
+        await store.insert(batch)
+    return ids
+
+
+async def test_checkpoints_run_beside_the_writer(tmp_path: Path) -> None:
+    """The writer's connection never checkpoints (wal_autocheckpoint=0); the checkpointer's
+    does, so the database file itself grows while the store is open."""
+    path = tmp_path / "executions.db"
+    store = SqliteStore(path)
+    async with anyio.create_task_group() as tg:
+        await store.start(tg)
+        empty = path.stat().st_size
+        await _fill(store, commits=10, rows=1000)
+        with anyio.fail_after(10):
+            while path.stat().st_size < empty + 1_000_000:  # ~10,000 rows copied back
+                await anyio.sleep(0.05)
+        (autocheckpoint,) = await store._conn.execute_fetchall("PRAGMA wal_autocheckpoint")
+        assert autocheckpoint == (0,)
+        await store.aclose()
+
+
+async def test_a_long_wal_is_restarted_between_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_WAL_RESTART_PAGES", 1)
+    store = SqliteStore(tmp_path / "executions.db")
+    restarts: list[Any] = []
+    restart = store._restart_wal
+
+    async def counted() -> None:
+        restarts.append(1)
+        await restart()
+
+    store._restart_wal = counted  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        await store.start(tg)
+        ids = await _fill(store, commits=6, rows=1000)
+        with anyio.fail_after(10):
+            while not restarts:
+                await anyio.sleep(0.05)
+        ids += await _fill(store, commits=2, rows=1000)  # writes go on after a restart
+        assert all([await store.get(i) is not None for i in ids[::500]])
+        assert sum((await store.count_by_status()).values()) == len(ids)
+        await store.aclose()
