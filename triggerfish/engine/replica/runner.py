@@ -159,6 +159,9 @@ class Running:
 
 _running_var: contextvars.ContextVar[Running] = contextvars.ContextVar("triggerfish_running")
 
+#: An async execution to start on the loop: what runs, its function, input and context.
+TaskStart = tuple[Running, Callable[..., Any], bytes, contextvars.Context]
+
 
 class CapturedStream(io.TextIOBase):
     """``sys.stdout``/``sys.stderr`` inside a replica: text goes to the current execution's log,
@@ -244,16 +247,21 @@ class Runner:
                 # The engine closed the pipe (it stopped or died): leave at once.
                 self.outbox.close()
                 os._exit(0)
+            tasks: list[TaskStart] = []  # async starts: one wake of the loop per frame
             for message in frame:
                 kind = message[0]
                 if kind == p.RUN:
-                    self._start(*message[1:])
+                    task = self._start(*message[1:])
+                    if task is not None:
+                        tasks.append(task)
                 elif kind == p.CANCEL:
                     self._cancel(message[1])
                 elif kind == p.REPLY:
                     self._reply(*message[1:])
                 elif kind == p.INIT:
                     self._init(message[1])
+            if tasks:
+                self.loop.call_soon_threadsafe(self._start_tasks, tasks)
 
     def _init(self, payload: bytes) -> None:
         try:
@@ -282,13 +290,16 @@ class Runner:
 
     # -- executions ----------------------------------------------------------------------
 
-    def _start(self, execution_id: str, function: str, blob: bytes, attempt: int) -> None:
+    def _start(
+        self, execution_id: str, function: str, blob: bytes, attempt: int
+    ) -> TaskStart | None:
+        """Start a sync function in the pool; an async one is returned, for the loop."""
         running = Running(execution_id, function, attempt)
         self.running[execution_id] = running
         target = self.functions.get(function)
         if target is None:
             self._finish(running, False, ("LookupError", f"no function {function!r}", ""))
-            return
+            return None
         context = ExecutionContext(
             execution_id,
             function,
@@ -300,18 +311,19 @@ class Runner:
         ctx = contextvars.copy_context()
         ctx.run(self._bind, running, context)
         if function in self.async_functions:
-            self.loop.call_soon_threadsafe(self._start_task, running, target, blob, ctx)
-        else:
-            assert self.pool is not None
-            self.pool.submit(ctx.run, self._run_sync, running, target, blob)
+            return (running, target, blob, ctx)
+        assert self.pool is not None
+        self.pool.submit(ctx.run, self._run_sync, running, target, blob)
+        return None
 
-    def _start_task(
-        self, running: Running, target: Callable[..., Any], blob: bytes, ctx: contextvars.Context
-    ) -> None:
-        if running.cancelled:
-            self._complete(running, (False, errors.InvocationCancelledError("cancelled")))
-            return
-        running.task = self.loop.create_task(self._run_async(running, target, blob), context=ctx)
+    def _start_tasks(self, tasks: list[TaskStart]) -> None:
+        for running, target, blob, ctx in tasks:
+            if running.cancelled:
+                self._complete(running, (False, errors.InvocationCancelledError("cancelled")))
+                continue
+            running.task = self.loop.create_task(
+                self._run_async(running, target, blob), context=ctx
+            )
 
     @staticmethod
     def _bind(running: Running, context: ExecutionContext) -> None:
