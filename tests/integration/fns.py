@@ -123,6 +123,13 @@ def whoami() -> dict[str, object]:
     return {"id": context.execution_id, "attempt": context.attempt, "function": context.function}
 
 
+def frozen_objects() -> int:
+    """How many objects the replica keeps out of the cycle collector's passes."""
+    import gc
+
+    return gc.get_freeze_count()
+
+
 def parent_calls_child(x: int) -> dict[str, object]:
     context = current_context()
     child_id = context.start("add", x, 1)

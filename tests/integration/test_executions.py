@@ -261,6 +261,18 @@ async def test_context_knows_its_execution(make_engine: Callable[..., triggerfis
     assert info == {"id": execution_id, "attempt": 1, "function": "whoami"}
 
 
+async def test_a_replica_keeps_what_it_loaded_out_of_full_collections(
+    make_engine: Callable[..., triggerfish.Engine],
+) -> None:
+    """Modules and the function's state are frozen once loaded, so the collector's full
+    passes under load walk only what executions made, not the whole heap."""
+    engine = make_engine()
+    engine.function(fns.frozen_objects)
+    async with engine:
+        frozen = await engine.handle(fns.frozen_objects).call_remote()
+    assert frozen > 10_000  # the interpreter, triggerfish's runner and the tests' modules
+
+
 async def test_structured_log_events(
     make_engine: Callable[..., triggerfish.Engine], caplog: pytest.LogCaptureFixture
 ) -> None:
