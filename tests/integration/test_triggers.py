@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -14,6 +16,7 @@ import triggerfish
 from triggerfish import ConfigurationError, ExecutionStatus, Store
 
 from . import fns
+from .helpers import wait_for_file
 
 pytestmark = pytest.mark.anyio
 S = ExecutionStatus
@@ -316,6 +319,106 @@ async def test_cron_trigger_fires_on_schedule_with_its_input(make_engine: MakeEn
     assert results[0]["kwargs"] == {"x": 7}
     assert stats.fired == len(results)
     assert max(engine._core.cron_lateness) < 0.5
+
+
+async def test_cron_firings_run_at_their_time_while_a_commit_is_held_up(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    """A firing of the clock goes to its replica at its time, ahead of its commit, so a slow
+    commit does not make it late; it is stored, with its whole history, once commits resume."""
+    marker = tmp_path / "ran"
+    engine = make_engine()
+    engine.function(fns.write_pid_then_sleep)
+    async with engine:
+        store = engine._core.store
+        await engine.triggers.create(
+            {
+                "name": "every-second",
+                "function": "write_pid_then_sleep",
+                "cron": "* * * * * *",
+                "input": {"path": str(marker), "seconds": 0},
+            }
+        )
+        held, release = anyio.Event(), anyio.Event()
+
+        async def hold_the_writer() -> None:
+            held.set()
+            await release.wait()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store._exclusive, hold_the_writer)  # no commit until released
+            try:
+                await held.wait()
+                await wait_for_file(marker, timeout=5)
+                ran = [r for r in engine._core.live.values() if r.status is S.SUCCEEDED]
+                unstored = [await store.get(r.id) for r in ran]
+            finally:
+                release.set()  # the hold is shielded: a failure must not wait on it forever
+        await engine.triggers.deactivate("every-second")
+        await engine.handle(fns.write_pid_then_sleep).wait_for_completion(timeout=10)
+        stored = [await engine.get(r.id) for r in ran]
+        fired = engine.triggers.get("every-second").stats.fired
+        total = len((await engine.handle(fns.write_pid_then_sleep).list()).execution_ids)
+    assert ran and unstored == [None] * len(ran)  # it ran while nothing could be committed
+    for execution in stored:
+        assert execution.status is S.SUCCEEDED
+        assert [e.status for e in execution.status_log] == [S.PENDING, S.RUNNING, S.SUCCEEDED]
+    assert fired == total
+
+
+async def test_a_cron_time_that_fired_before_is_kept_and_stored_when_it_fires_again(
+    make_engine: MakeEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fire records show a time that is still ahead (as a wall clock stepped back across a
+    restart would): the firing has gone to its replica already, and has even finished before
+    its commit refuses it, so it is kept, stored and logged."""
+    caplog.set_level(logging.WARNING, logger="triggerfish")
+    engine = make_engine()
+    engine.function(fns.tick)
+    async with engine:
+        store = engine._core.store
+        trigger = await engine.triggers.create(
+            {"name": "every-second", "function": "tick", "cron": "* * * * * *"}
+        )
+        handle = engine.handle(fns.tick)
+        with anyio.fail_after(10):
+            while not (await handle.list()).execution_ids:
+                await anyio.sleep(0.05)
+        first = await engine.get((await handle.list()).execution_ids[0])
+        assert first.event is not None
+        scheduled = datetime.fromisoformat(first.event["scheduled"])
+        ahead = [(scheduled + timedelta(seconds=n)).isoformat() for n in range(2, 4)]
+
+        def record_fires() -> None:
+            with sqlite3.connect(tmp_path / "engine.db", timeout=10) as connection:
+                connection.executemany(
+                    "INSERT INTO fires (trigger_id, key, execution_id, fired_at) "
+                    "VALUES (?, ?, 'exe-elsewhere', 0)",
+                    [(trigger.id, key) for key in ahead],
+                )
+
+        await anyio.to_thread.run_sync(record_fires)
+
+        def finished_ahead() -> list[str]:
+            return [
+                r.id
+                for r in engine._core.live.values()
+                if r.event and r.event["scheduled"] in ahead and r.status is S.SUCCEEDED
+            ]
+
+        async def hold_the_writer() -> None:  # until both have finished, uncommitted
+            with anyio.fail_after(10):
+                while len(finished_ahead()) < len(ahead):
+                    await anyio.sleep(0.05)
+
+        await store._exclusive(hold_the_writer)
+        ran = finished_ahead()
+        await engine.triggers.deactivate("every-second")
+        await handle.wait_for_completion(timeout=10)
+        stored = [await store.get(i) for i in ran]
+    assert [r.status if r else None for r in stored] == [S.SUCCEEDED, S.SUCCEEDED]
+    messages = [r.getMessage() for r in caplog.records if r.name == "triggerfish"]
+    assert sum("event='cron_fired_again'" in m for m in messages) == len(ahead)
 
 
 @pytest.mark.parametrize("policy", ["skip", "run_once", "catch_up"])

@@ -94,6 +94,12 @@ def _fired_by(trigger: TriggerRecord) -> str:
     return f"fired by trigger {trigger.spec.name!r}"
 
 
+def _stamp_created(record: ExecutionRecord, message: str, now: float) -> None:
+    """A triggered execution exists from ``now``."""
+    record.created_at = now
+    record.status_log.append((now, PENDING, None, message))
+
+
 def raise_for_outcome(record: ExecutionRecord) -> bytes:
     """The pickled result of a SUCCEEDED record; the matching InvocationError otherwise."""
     if record.status is ExecutionStatus.SUCCEEDED:
@@ -227,7 +233,9 @@ class EngineCore(PoolCallbacks):
         # The cron time being staged, as text, and the id time of its next firing.
         self._staging: tuple[datetime | None, str, int] = (None, "", 0)
         self.cron_lateness: deque[float] = deque(maxlen=100_000)
-        self._born: dict[str, ExecutionRecord] = {}  # made by triggers, dispatched once committed
+        # Made by events (and cron on recovery), dispatched once committed; cron firings of the
+        # clock are dispatched at once (see _cron_hand_over).
+        self._born: dict[str, ExecutionRecord] = {}
         self._emit_waiting: set[str] = set()
         self._refused: set[str] = set()
 
@@ -709,8 +717,7 @@ class EngineCore(PoolCallbacks):
         self, record: ExecutionRecord, once: tuple[str, str] | None, message: str, now: float
     ) -> None:
         """Create a triggered execution: it exists from ``now``; dispatched once committed."""
-        record.created_at = now
-        record.status_log.append((now, PENDING, None, message))
+        _stamp_created(record, message, now)
         self.store.create(record, once)
 
     def _adopt(self, record: ExecutionRecord) -> None:
@@ -754,9 +761,18 @@ class EngineCore(PoolCallbacks):
             (record.id,) = execution_ids_from(id_ns, 1)
         return CronFiring(trigger, record, (trigger.id, scheduled), _fired_by(trigger), id_ns)
 
-    def _cron_hand_over(self, firings: list[CronFiring], when: datetime) -> None:
+    def _cron_hand_over(
+        self, firings: list[CronFiring], when: datetime, *, recovered: bool = False
+    ) -> None:
         """Create staged cron firings, now that ``when`` has come: each is timed on its own,
-        in a loop kept to what creating one needs."""
+        in a loop kept to what creating one needs.
+
+        A firing of the clock goes to its pool at once, ahead of its commit: the clock only
+        fires times after the engine started, so no fire record can refuse it, and a crash
+        before the commit leaves the trigger's cursor before the time (it rides with a later
+        commit), so the restart fires it again under the trigger's misfire policy. A firing
+        made on ``recovered`` start waits for its commit like an event's: its time may have
+        fired before the crash, and its fire record then refuses it."""
         if not self.running or not firings:
             return
         due = when.timestamp()
@@ -765,24 +781,34 @@ class EngineCore(PoolCallbacks):
             for firing, execution_id in zip(firings, new_execution_ids(len(firings)), strict=True):
                 if firing.record is not None:
                     firing.record.id = execution_id
-        clock, lateness, hand_over = time.time, self.cron_lateness.append, self._hand_over
+        clock, lateness, requeue = time.time, self.cron_lateness.append, self._requeue
         inactive, created = self.inactive, []
         collecting = gc.isenabled()
         gc.disable()  # a full collection of a large heap would stall the firings behind it
         try:
-            for trigger, record, once, message, _ in firings:
-                now = clock()
+            for firing in firings:
+                record, now = firing.record, clock()
                 if record is None or (inactive and record.service in inactive):  # or paused
-                    self._not_fired(trigger, now)
+                    self._not_fired(firing.trigger, now)
                     continue
-                hand_over(record, once, message, now)
+                _stamp_created(record, firing.message, now)
+                if not recovered:
+                    requeue(record)
                 lateness(now - due)
-                created.append(record)
+                created.append((firing.trigger, record, firing.once))
         finally:
             if collecting:
                 gc.enable()
-        for record in created:  # bookkeeping, once every firing is handed over
-            self._adopt(record)
+        # Stored after the loop, so that the pools wake before the store's writer does: a
+        # commit's snapshots must not stand between a firing and its dispatch.
+        create = self.store.create
+        for trigger, record, once in created:
+            create(record, once)
+            if recovered:
+                self._adopt(record)  # counted as fired once committed
+            else:
+                self.live[record.id] = record
+                trigger.fired += 1
         for firing in firings:
             firing.trigger.cursor = due
             self.store.save_trigger(firing.trigger)
@@ -804,7 +830,7 @@ class EngineCore(PoolCallbacks):
             for when in plan.run:
                 firing = self._cron_stage(trigger.id, when)
                 if firing is not None:
-                    self._cron_hand_over([firing], when)
+                    self._cron_hand_over([firing], when, recovered=True)
             missed = len(plan.missed) + plan.missed_beyond
             if missed:
                 trigger.missed += missed
@@ -876,8 +902,10 @@ class EngineCore(PoolCallbacks):
         """After each commit: start what triggers made, forget finished executions, wake who
         waits for them, and drop executions whose once key had fired before."""
         for execution_id in refused:
+            if self._born.pop(execution_id, None) is None:
+                self._fired_again(execution_id)
+                continue
             self.live.pop(execution_id, None)
-            self._born.pop(execution_id, None)
             if execution_id in self._emit_waiting:
                 self._refused.add(execution_id)
         for execution_id, status in written:
@@ -899,6 +927,21 @@ class EngineCore(PoolCallbacks):
             if waiter is not None:
                 waiter.record = record
                 waiter.event.set()
+
+    def _fired_again(self, execution_id: str) -> None:
+        """A cron firing that went to its pool before its commit was refused by its fire
+        record. Only a wall clock stepped back across a restart does that; the run has begun
+        (or is queued), so it is kept and stored, without a fire record, and logged."""
+        record = self.live.get(execution_id)
+        if record is None:
+            return
+        logger.warning(
+            "cron_fired_again",
+            execution_id=execution_id,
+            trigger_id=record.trigger_id,
+            scheduled=record.event.get("scheduled") if record.event else None,
+        )
+        self.store.save(record)
 
     def _status(
         self, record: ExecutionRecord, status: ExecutionStatus, message: str, now: float
