@@ -2,6 +2,10 @@
 
 ``start DB DIR N``: starts N executions of each function, prints their ids, then idles.
 ``resume DB DIR``: waits for every unfinished execution and prints each one's status log.
+``cron DB DIR``: a trigger firing every second; once one firing is stored, holds the store's
+writer (prints ``held``), so that the firings after it run but are never committed.
+``cron-resume DB DIR``: restarts, lets the misfire policy act, stops the trigger, and prints
+the trigger's stats and every stored firing.
 """
 
 from __future__ import annotations
@@ -29,10 +33,18 @@ def work_once(i: int, directory: str) -> int:
     return work(i, directory)
 
 
+def ticked(directory: str) -> str:
+    execution_id = triggerfish.current_context().execution_id
+    with open(Path(directory) / "ticks", "a") as log:
+        log.write(f"{execution_id}\n")
+    return execution_id
+
+
 def build(db: str) -> triggerfish.Engine:
     engine = triggerfish.Engine(db, drain_timeout=1)
     engine.function(work, replicas=1, concurrency=2, max_attempts=2, backoff=0)
     engine.function(work_once, replicas=1, concurrency=2, max_attempts=1)
+    engine.function(ticked)
     return engine
 
 
@@ -73,9 +85,62 @@ async def resume(db: str) -> None:
         print(json.dumps(report), flush=True)
 
 
+async def cron(db: str, directory: str) -> None:
+    engine = build(db)
+    async with engine:
+        await engine.triggers.create(
+            {
+                "name": "tick",
+                "function": "ticked",
+                "cron": "* * * * * *",
+                "input": {"directory": directory},
+                "misfire": "run_once",
+                "misfireGrace": 60,
+            }
+        )
+        handle = engine.handle(ticked)
+        while not (await handle.list()).execution_ids:
+            await anyio.sleep(0.05)
+
+        async def hold_the_writer() -> None:
+            print("held", flush=True)
+            await anyio.sleep_forever()
+
+        await engine._core.store._exclusive(hold_the_writer)
+
+
+async def cron_resume(db: str) -> None:
+    engine = build(db)
+    restarted_at = time.time()
+    async with engine:
+        await anyio.sleep(1.5)  # the restart's misfire run, and a firing or so after it
+        await engine.triggers.deactivate("tick")
+        handle = engine.handle(ticked)
+        await handle.wait_for_completion(timeout=30)
+        stats = engine.triggers.get("tick").stats
+        firings = []
+        for execution_id in (await handle.list(limit=1000)).execution_ids:
+            execution = await handle.get(execution_id)
+            assert execution.event is not None
+            firings.append(
+                {
+                    "id": execution_id,
+                    "scheduled": execution.event["scheduled"],
+                    "created_at": execution.created_at.timestamp(),
+                    "status": execution.status.value,
+                }
+            )
+        report = {"fired": stats.fired, "missed": stats.missed, "firings": firings}
+        print(json.dumps({"restarted_at": restarted_at, **report}), flush=True)
+
+
 if __name__ == "__main__":
     mode, db, directory = sys.argv[1:4]
     if mode == "start":
         anyio.run(start, db, directory, int(sys.argv[4]))
+    elif mode == "cron":
+        anyio.run(cron, db, directory)
+    elif mode == "cron-resume":
+        anyio.run(cron_resume, db)
     else:
         anyio.run(resume, db)

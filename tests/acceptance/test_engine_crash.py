@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ..integration.helpers import alive
 
@@ -19,6 +21,19 @@ ROOT = Path(__file__).parents[2]
 def _run_lines(directory: Path) -> list[list[str]]:
     runs = directory / "runs"
     return [line.split() for line in runs.read_text().splitlines()] if runs.exists() else []
+
+
+def _restart(env: dict[str, str], mode: str, db: str, directory: Path) -> Any:
+    """Run the app in ``mode`` on the killed engine's file; what it reports, on its last line."""
+    resumed = subprocess.run(
+        [sys.executable, str(APP), mode, db, str(directory)],
+        capture_output=True,
+        env=env,
+        text=True,
+        timeout=90,
+        check=True,
+    )
+    return json.loads(resumed.stdout.splitlines()[-1])
 
 
 def test_engine_kill9_and_restart_loses_nothing_and_succeeds_nothing_twice(tmp_path: Path) -> None:
@@ -47,15 +62,7 @@ def test_engine_kill9_and_restart_loses_nothing_and_succeeds_nothing_twice(tmp_p
         time.sleep(0.05)
     _run_lines(tmp_path)
 
-    resumed = subprocess.run(
-        [sys.executable, str(APP), "resume", db, str(tmp_path)],
-        capture_output=True,
-        env=env,
-        text=True,
-        timeout=90,
-        check=True,
-    )
-    report = json.loads(resumed.stdout.splitlines()[-1])
+    report = _restart(env, "resume", db, tmp_path)
 
     assert sorted(report) == sorted(ids)  # none lost
     interrupted = []
@@ -73,3 +80,48 @@ def test_engine_kill9_and_restart_loses_nothing_and_succeeds_nothing_twice(tmp_p
         else:
             assert execution["status"] == "SUCCEEDED", execution
     assert interrupted, "no execution was running at the kill"
+
+
+def test_engine_kill9_with_cron_firings_run_but_not_stored(tmp_path: Path) -> None:
+    """Cron firings go to replicas ahead of their commit. Killed when some have run and none
+    of them is stored, the restart leaves their times to the misfire policy: the latest runs
+    again (run_once), the others count as missed, and no time is stored twice."""
+    db = str(tmp_path / "engine.db")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ticks = tmp_path / "ticks"
+    app = subprocess.Popen(
+        [sys.executable, str(APP), "cron", db, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert app.stdout is not None
+    assert app.stdout.readline().strip() == "held"  # a firing is stored; no commit after it
+    held_at = len(ticks.read_text().split())
+    deadline = time.monotonic() + 15
+    while len(ticks.read_text().split()) < held_at + 2:
+        assert time.monotonic() < deadline, "the clock stopped firing while the writer was held"
+        time.sleep(0.05)
+    app.send_signal(signal.SIGKILL)
+    app.wait(timeout=10)
+    app.stdout.close()
+    ran = ticks.read_text().split()
+
+    report = _restart(env, "cron-resume", db, tmp_path)
+
+    firings = report["firings"]
+    stored = {f["id"] for f in firings}
+    unstored = [execution_id for execution_id in ran if execution_id not in stored]
+    assert len(unstored) >= 2  # they ran, and the kill took their records
+    assert all(f["status"] == "SUCCEEDED" for f in firings)
+    scheduled = [datetime.fromisoformat(f["scheduled"]) for f in firings]
+    assert len(scheduled) == len(set(scheduled))  # no time stored twice
+    restarted_at = datetime.fromtimestamp(report["restarted_at"], UTC)
+    made = [
+        (f["created_at"] >= report["restarted_at"], t)
+        for f, t in zip(firings, scheduled, strict=True)
+    ]
+    before = [t for after, t in made if not after]
+    again = [t for after, t in made if after and t < restarted_at]
+    assert len(again) == 1 and again[0] > max(before)  # run_once: the latest missed time
+    assert report["missed"] >= len(unstored) - 1
