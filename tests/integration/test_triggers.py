@@ -308,6 +308,12 @@ async def test_cron_trigger_fires_on_schedule_with_its_input(make_engine: MakeEn
         handle = engine.handle(fns.tick)
         await handle.wait_for_completion(timeout=10)
         results = await handle.results()
+        # A changed input is the one the next firings get.
+        await engine.triggers.update("every-second", input={"x": 8}, active=True)
+        await anyio.sleep(1.2)
+        await engine.triggers.deactivate("every-second")
+        await handle.wait_for_completion(timeout=10)
+        everything = await handle.results()
         stats = engine.triggers.get("every-second").stats
         executions = [await engine.get(i) for i in (await handle.list()).execution_ids]
     for execution in executions:  # created at its time, not before (firings are staged ahead)
@@ -316,7 +322,9 @@ async def test_cron_trigger_fires_on_schedule_with_its_input(make_engine: MakeEn
         assert execution.created_at >= scheduled and execution.status_log[0].time >= scheduled
     assert 2 <= len(results) <= 3
     assert results[0]["kwargs"] == {"x": 7}
-    assert stats.fired == len(results)
+    changed = [r for r in everything if r["kwargs"] == {"x": 8}]
+    assert changed and len(changed) == len(everything) - len(results)
+    assert stats.fired == len(everything)
     assert max(engine._core.cron_lateness) < 0.5
 
 

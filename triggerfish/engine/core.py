@@ -100,6 +100,10 @@ def _stamp_created(record: ExecutionRecord, message: str, now: float) -> None:
     record.status_log.append((now, PENDING, None, message))
 
 
+def _pickled_input(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
+    return pickle.dumps((args, dict(kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def raise_for_outcome(record: ExecutionRecord) -> bytes:
     """The pickled result of a SUCCEEDED record; the matching InvocationError otherwise."""
     if record.status is ExecutionStatus.SUCCEEDED:
@@ -232,6 +236,7 @@ class EngineCore(PoolCallbacks):
         self.clock: CronClock[CronFiring] = CronClock(self._cron_stage, self._cron_hand_over)
         # The cron time being staged, as text, and the id time of its next firing.
         self._staging: tuple[datetime | None, str, int] = (None, "", 0)
+        self._cron_inputs: dict[str, tuple[object, bytes]] = {}  # id -> (spec, pickled input)
         self.cron_lateness: deque[float] = deque(maxlen=100_000)
         # Made by events (and cron on recovery), dispatched once committed; cron firings of the
         # clock are dispatched at once (see _cron_hand_over).
@@ -700,12 +705,19 @@ class EngineCore(PoolCallbacks):
         spec = self._trigger_function(trigger)
         if spec is None or spec.service in self.inactive:
             return None
-        args = (body,) if isinstance(trigger.spec, EventTriggerSpec) else ()
+        if isinstance(trigger.spec, EventTriggerSpec):
+            payload = _pickled_input((body,), trigger.spec.input)
+        else:  # a cron firing's input is the same every time: pickled once per spec
+            cached = self._cron_inputs.get(trigger.id)
+            if cached is None or cached[0] is not trigger.spec:
+                cached = (trigger.spec, _pickled_input((), trigger.spec.input))
+                self._cron_inputs[trigger.id] = cached
+            payload = cached[1]
         return ExecutionRecord(
             id="",
             function=spec.name,
             service=spec.service,
-            input=pickle.dumps((args, dict(trigger.spec.input)), protocol=pickle.HIGHEST_PROTOCOL),
+            input=payload,
             max_attempts=spec.max_attempts,
             created_at=0.0,
             trigger_id=trigger.id,
@@ -890,6 +902,7 @@ class EngineCore(PoolCallbacks):
         del self._trigger_ids[found.spec.name]
         self.bus.forget(found.id)
         self.clock.unschedule(found.id)
+        self._cron_inputs.pop(found.id, None)
         self.store.delete_trigger(found.id)
         await self.store.flush()
         logger.info("trigger_deleted", trigger_id=found.id, trigger=found.spec.name)
