@@ -18,7 +18,7 @@ import anyio
 import uvicorn
 from anyio.abc import TaskStatus
 
-from ..engine.log import logger
+from ..log import logger
 from ..errors import ConfigurationError
 from ..sdk.credentials import save_key
 from ..sdk.engine import Engine

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..models import EventTriggerSpec, ExecutionRecord, TriggerRecord, id_salt
 from ..triggers.matcher import TriggerIndex
-from .log import logger
+from ..log import logger
 
 #: Creates an execution for a firing: (trigger, body, lineage, event summary, once key).
 CreateExecution = Callable[

@@ -65,7 +65,7 @@ from ..triggers.definitions import validate_spec
 from .bus import EventBus
 from .clock import CronClock
 from .deadlines import DeadlineQueue
-from .log import debug_enabled, logger
+from ..log import debug_enabled, logger
 from .replica import protocol
 from .runtimes.abc import ReplicaPlan, Runtime
 from .runtimes.process import ProcessRuntime

@@ -43,7 +43,7 @@ from ..models import (
 from ..store.abc import Store
 from . import codebase
 from .core import EngineCore, Service
-from .log import logger
+from ..log import logger
 
 __all__ = ["DeploymentManager", "pinned"]
 

@@ -20,7 +20,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from ..errors import ImageBuildError
 from ..models import ExecutionRecord, FunctionSpec, ServiceSpec, ServiceState
 from .deadlines import DeadlineQueue
-from .log import logger
+from ..log import logger
 from .replica import protocol
 from .runtimes.abc import Replica, ReplicaListener, ReplicaPlan, Runtime
 

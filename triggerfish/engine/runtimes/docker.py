@@ -41,7 +41,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from ...errors import ConfigurationError
 from ...models import FunctionSpec, ServiceSpec
-from ..log import logger
+from ...log import logger
 from ..replica import protocol
 from .abc import Replica, ReplicaListener, ReplicaPlan, Runtime
 from .frames import LinkedReplica

@@ -41,7 +41,7 @@ import anyio
 
 from ...errors import ImageBuildError
 from ...models import FunctionSpec
-from ..log import logger
+from ...log import logger
 
 __all__ = ["BuildState", "ImageBuild", "ImageBuilder", "Recipe", "build_log_dir", "recipe_for"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 from anyio.abc import Process, TaskGroup, TaskStatus
 
-from ..log import logger
+from ...log import logger
 from ..replica import protocol
 from .abc import Replica, ReplicaListener, ReplicaPlan, Runtime
 from .frames import FrameLink

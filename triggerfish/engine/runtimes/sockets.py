@@ -18,7 +18,7 @@ import anyio
 from anyio.abc import ByteStream, Listener, SocketAttribute, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from ..log import logger
+from ...log import logger
 
 HELLO_TIMEOUT = 10.0
 WELCOME_SIZE = struct.Struct("!I")

@@ -34,7 +34,7 @@ import cloudpickle
 from anyio.abc import SocketAttribute, TaskGroup, TaskStatus
 
 from ...errors import ConfigurationError
-from ..log import logger
+from ...log import logger
 from ..replica import bootstrap, protocol
 from .abc import Replica, ReplicaListener, ReplicaPlan, Runtime
 from .docker import LABEL_ENGINE, LABEL_REPLICA, LABEL_SERVICE, image_for, resources_for
