@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from triggerfish import Client, InvocationFailedError
 
 from .helpers import Daemon, cli, poll, wait_finished
+
+ZIP = "application/zip"
 
 CODE = """
 class Runner:
@@ -165,3 +171,63 @@ def test_bad_packages_are_refused_naming_the_field(daemon: Daemon, tmp_path: Pat
         assert not_zip.status_code == 400 and not_zip.json()["detail"]
         bad_service = http.post("/services", json={"name": "x", "packageName": "nothing-here"})
         assert bad_service.status_code == 400 and "packageName" in bad_service.json()["detail"]
+
+
+def zip_bomb(inflated: int, declared: int) -> bytes:
+    """A codebase zip whose ``data.bin`` holds ``inflated`` zero bytes (deflated: a
+    thousandth of that) while its local header and central directory declare ``declared``."""
+    package = {"name": "bomb", "modules": [{"entryPoint": "main.py", "functions": [{"name": "f"}]}]}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("package.json", json.dumps(package))
+        archive.writestr("main.py", "def f():\n    return 1\n")
+        with archive.open("data.bin", "w") as member:
+            chunk = bytes(1024 * 1024)
+            for start in range(0, inflated, len(chunk)):
+                member.write(chunk[: inflated - start])
+    data = bytearray(buffer.getvalue())
+    end = data.rfind(b"PK\x05\x06")
+    (count,) = struct.unpack_from("<H", data, end + 10)
+    (entry,) = struct.unpack_from("<I", data, end + 16)
+    for _ in range(count):
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, entry + 28)
+        if data[entry + 46 : entry + 46 + name_length] == b"data.bin":
+            (local,) = struct.unpack_from("<I", data, entry + 42)
+            struct.pack_into("<I", data, entry + 24, declared)  # central directory
+            struct.pack_into("<I", data, local + 22, declared)  # local file header
+        entry += 46 + name_length + extra_length + comment_length
+    return bytes(data)
+
+
+def test_a_zip_bomb_is_refused_while_the_daemon_stays_healthy(daemon: Daemon) -> None:
+    bomb = zip_bomb(600 * 1024 * 1024, declared=1024)
+    assert len(bomb) < 2 * 1024 * 1024
+    answers: list[httpx.Response] = []
+
+    def push() -> None:
+        with daemon.http() as http:
+            answers.append(http.post("/packages", content=bomb, headers={"Content-Type": ZIP}))
+
+    pushing = threading.Thread(target=push)
+    health: list[tuple[int, float]] = []  # (status, seconds) of each /health while it pushes
+    with daemon.http(timeout=5) as http:
+        pushing.start()
+        while pushing.is_alive():
+            started = time.monotonic()
+            health.append((http.get("/health").status_code, time.monotonic() - started))
+            time.sleep(0.02)
+        pushing.join()
+        assert health and all(status == 200 for status, _ in health), health
+        # Inflating 500 MiB takes about a second; on the event loop it would hold /health.
+        assert max(seconds for _, seconds in health) < 0.5, health
+        assert http.get("/health").status_code == 200
+    (refused,) = answers
+    assert refused.status_code == 400, refused.text
+    detail = refused.json()["detail"]
+    assert "too large when inflated" in detail and "'data.bin' declares 1024 bytes" in detail
+    with daemon.http() as http:
+        honest = zip_bomb(1024, declared=1024)  # it declares what it holds
+        pushed = http.post("/packages", content=honest, headers={"Content-Type": ZIP})
+        assert pushed.status_code == 201, pushed.text
+        assert (pushed.json()["name"], pushed.json()["revision"]) == ("bomb", 1)
+        assert http.get("/health").status_code == 200

@@ -29,6 +29,7 @@ import anyio
 import anyio.to_thread
 
 from ..errors import DefinitionError, UnknownFunctionError
+from ..log import logger
 from ..models import (
     Deployment,
     FunctionOptions,
@@ -43,7 +44,6 @@ from ..models import (
 from ..store.abc import Store
 from . import codebase
 from .core import EngineCore, Service
-from ..log import logger
 
 __all__ = ["DeploymentManager", "pinned"]
 
@@ -169,7 +169,8 @@ class DeploymentManager:
             if not revisions:
                 raise DefinitionError("name", f"no package named {package.name!r} was pushed")
             data = await self.codebase(revisions[-1])
-        names = set(codebase.check_zip(data))
+        # Checking inflates every member (seconds for a big one): in a thread, off the loop.
+        names = set(await anyio.to_thread.run_sync(codebase.check_zip, data))
         for index, module in enumerate(package.modules):
             if module.entry_point not in names:
                 shown = ", ".join(sorted(n for n in names if n.endswith(".py"))[:10]) or "none"

@@ -54,9 +54,12 @@ class Packages:
             data = bytes(source)
         else:
             data = await anyio.to_thread.run_sync(codebase.zip_directory, source)
-        codebase.check_zip(data)
+        # The zip is checked where the revision is added (inflating every member, in a
+        # thread); package.json is read here, at most a small size, also off the loop.
         if package_json is None:
-            package_json = codebase.read_member(data, "package.json")
+            package_json = await anyio.to_thread.run_sync(
+                codebase.read_member, data, "package.json"
+            )
             if package_json is None:
                 raise DefinitionError(
                     "package.json", "the codebase has none at its root; pass package_json"
