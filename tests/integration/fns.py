@@ -104,6 +104,23 @@ def exit_hard(code: int) -> None:
     os._exit(code)
 
 
+def fork_then_sleep(path: str, seconds: float, leave_group: bool = False) -> int:
+    """Forks a child that sleeps 300 s holding the replica's pipes (it inherits them), writes
+    "<replica pid> <child pid>" to ``path``, then sleeps ``seconds``. With ``leave_group``
+    the child leaves the replica's process group first (``setsid``)."""
+    child = os.fork()
+    if child == 0:
+        try:
+            if leave_group:
+                os.setsid()
+            time.sleep(300)
+        finally:
+            os._exit(0)
+    Path(path).write_text(f"{os.getpid()} {child}")
+    time.sleep(seconds)
+    return child
+
+
 def touch_and_return(path: str, value: object) -> object:
     Path(path).touch()
     return value

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +34,20 @@ async def _status(engine: triggerfish.Engine, execution_id: str, status: S) -> N
     with anyio.fail_after(10):
         while (await engine.get(execution_id)).status is not status:
             await anyio.sleep(0.01)
+
+
+async def _gone(pid: int, timeout: float = 2) -> bool:
+    """Whether the process ``pid`` is gone (or a zombie, which is dead) within ``timeout``."""
+    with anyio.move_on_after(timeout):
+        while alive(pid):
+            await anyio.sleep(0.02)
+    return not alive(pid)
+
+
+def _kill_if_alive(pid: int) -> None:
+    """Clean up after a failing test: a process it left must not run on for minutes."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 async def test_timeout_of_a_cooperative_function_keeps_the_replica(make_engine: MakeEngine) -> None:
@@ -165,6 +184,128 @@ async def test_replica_killed_mid_execution_is_retried(
         execution = await handle.get(execution_id)
     assert execution.attempts == 2 and execution.num_failed_attempts == 1
     assert any("ReplicaDiedError" in c.message for c in execution.status_log)
+
+
+async def test_a_forked_child_holding_the_pipes_does_not_hide_the_replicas_death(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    pids_file = tmp_path / "pids"
+    engine = make_engine()
+    engine.function(fns.fork_then_sleep, timeout=20)
+    async with engine:
+        handle = engine.handle(fns.fork_then_sleep)
+        execution_id = await handle.start(str(pids_file), 60)
+        replica_pid, child_pid = map(int, (await wait_for_file(pids_file)).split())
+        try:
+            assert alive(child_pid)
+            kill9(replica_pid)
+            killed = anyio.current_time()
+            with pytest.raises(InvocationFailedError) as caught:
+                await handle.await_result(execution_id, timeout=10)
+            # Seen from the process's exit, not when the child that holds its pipes exits,
+            # and well before the function's 20 s timeout.
+            assert anyio.current_time() - killed < 5
+            assert caught.value.error_type == "ReplicaDiedError"
+            assert "killed by signal 9 (SIGKILL)" in caught.value.error_message
+            assert (await handle.get(execution_id)).status is S.FAILED
+            assert await _gone(child_pid)  # killed with the replica's process group
+        finally:
+            _kill_if_alive(child_pid)
+
+
+async def test_a_child_that_left_the_group_delays_the_replicas_death_two_seconds_at_most(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    pids_file = tmp_path / "pids"
+    engine = make_engine()
+    engine.function(fns.fork_then_sleep, timeout=20)
+    async with engine:
+        handle = engine.handle(fns.fork_then_sleep)
+        execution_id = await handle.start(str(pids_file), 60, True)
+        replica_pid, child_pid = map(int, (await wait_for_file(pids_file)).split())
+        try:
+            kill9(replica_pid)
+            killed = anyio.current_time()
+            with pytest.raises(InvocationFailedError) as caught:
+                await handle.await_result(execution_id, timeout=10)
+            # Not killed with the group, it keeps the pipes open: reading stops anyway.
+            assert anyio.current_time() - killed < 5
+            assert caught.value.error_type == "ReplicaDiedError"
+            assert alive(child_pid)
+        finally:
+            _kill_if_alive(child_pid)
+
+
+async def test_no_child_of_a_replica_outlives_the_engine(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    pids_file = tmp_path / "pids"
+    engine = make_engine()
+    engine.function(fns.fork_then_sleep, replicas=1)
+    children: list[int] = []
+    try:
+        async with engine:
+            handle = engine.handle(fns.fork_then_sleep)
+            # The function returns while its child runs on, holding the replica's pipes: the
+            # replica goes on working, and runs the next execution as well.
+            for _ in range(2):
+                children.append(await handle.call_remote(str(pids_file), 0))
+            replica_pid, _ = map(int, pids_file.read_text().split())
+            assert all(alive(child) for child in children)
+        assert await _gone(replica_pid)
+        for child in children:
+            assert await _gone(child)
+    finally:
+        for child in children:
+            _kill_if_alive(child)
+
+
+_ENGINE_SCRIPT = """
+import sys
+
+import anyio
+
+import triggerfish
+from tests.integration import fns
+
+
+async def main(store: str, path: str) -> None:
+    engine = triggerfish.Engine(store)
+    engine.function(fns.fork_then_sleep)
+    async with engine:
+        await engine.handle(fns.fork_then_sleep).start(path, 300)
+        await anyio.sleep(600)
+
+
+anyio.run(main, sys.argv[1], sys.argv[2])
+"""
+
+
+async def test_no_child_of_a_replica_outlives_an_engine_killed_with_kill_9(
+    tmp_path: Path,
+) -> None:
+    pids_file = tmp_path / "pids"
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    with (tmp_path / "engine.log").open("wb") as log:
+        engine = await anyio.open_process(
+            [sys.executable, "-c", _ENGINE_SCRIPT, str(tmp_path / "engine.db"), str(pids_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
+    async with engine:
+        try:
+            replica_pid, child_pid = map(int, (await wait_for_file(pids_file, 30)).split())
+        finally:
+            engine.kill()  # kill -9: the engine stops nothing; its replicas see their stdin end
+    try:
+        assert await _gone(replica_pid, 5)
+        assert await _gone(child_pid, 5)
+    finally:
+        _kill_if_alive(replica_pid)
+        _kill_if_alive(child_pid)
 
 
 async def test_replica_exit_and_segfault_are_reported_with_how_it_died(

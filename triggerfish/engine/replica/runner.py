@@ -37,7 +37,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import cloudpickle
 
@@ -124,7 +124,7 @@ class Outbox:
             try:
                 p.write_all(self._fd, p.encode(batch))
             except OSError:
-                os._exit(0)  # the engine is gone; nothing is left to report to
+                _leave(0)  # the engine is gone; nothing is left to report to
         return closing
 
     def _run(self) -> None:
@@ -247,7 +247,7 @@ class Runner:
             if frame is None:
                 # The engine closed the pipe (it stopped or died): leave at once.
                 self.outbox.close()
-                os._exit(0)
+                _leave(0)
             tasks: list[TaskStart] = []  # async starts: one wake of the loop per frame
             for message in frame:
                 kind = message[0]
@@ -526,6 +526,17 @@ def connect(address: str) -> int:
     token = os.environ.pop("TRIGGERFISH_REPLICA_TOKEN", "")
     sock.sendall(f"hello {replica_id} {token}\n".encode())
     return sock.detach()
+
+
+def _leave(code: int) -> NoReturn:
+    """Exit now. A runner that leads its own process group (a local replica: the engine
+    starts each in a new session) kills the group, itself included, as its last act, so that
+    nothing its functions started outlives it, even when the engine is gone (killed with
+    kill -9, it can kill nothing). Not as pid 1 (a container's), whose group is everything."""
+    pid = os.getpid()
+    if pid != 1 and os.getpgrp() == pid:
+        os.killpg(pid, signal.SIGKILL)
+    os._exit(code)
 
 
 def main() -> None:

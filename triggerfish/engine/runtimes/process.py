@@ -1,4 +1,10 @@
-"""Replicas as child Python processes talking over their stdin and stdout pipes."""
+"""Replicas as child Python processes talking over their stdin and stdout pipes.
+
+Each replica leads its own process group (a new session), so that what its functions start
+(``os.fork``, ``subprocess``) goes with it: when the replica exits or is killed, and at a
+stop, the engine kills what is left of the group. A child that leaves the group (``setsid``)
+is not followed.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,10 @@ from .abc import Replica, ReplicaListener, ReplicaPlan, Runtime
 from .frames import FrameLink
 
 _STDERR_TAIL = 4000
+
+#: How long, once a replica's process has exited, its pipes may take to reach end of file
+#: (what it wrote is still read); a grandchild that left its group can hold them open.
+_EOF_WAIT = 2.0
 
 
 def exit_reason(returncode: int | None) -> str:
@@ -42,6 +52,8 @@ class ProcessReplica(Replica):
         self._listener = listener
         self._link = FrameLink(lambda messages: listener.replica_messages(self, messages))
         self._stderr_tail = b""
+        self._stderr_ended = anyio.Event()
+        self._group_gone = False
 
     @property
     def pid(self) -> int:
@@ -54,23 +66,29 @@ class ProcessReplica(Replica):
         self._link.close()  # the writer closes stdin; the runner exits on end of file
         with anyio.move_on_after(grace, shield=True):
             await self.process.wait()
+            self.kill()  # what its functions started and left running
             return
         self.kill()
 
     def kill(self) -> None:
-        if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
+        """Kill the replica's process group: the replica and what it started. Once the replica
+        has exited, once more for what was left of it, then never again (its id may come back
+        as another process's)."""
+        if self._group_gone:
+            return
+        self._group_gone = self.process.returncode is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     async def run(self, *, task_status: TaskStatus[None]) -> None:
         reason = "ended"
         try:
             async with anyio.create_task_group() as tg:
-                assert self.process.stdin is not None and self.process.stdout is not None
+                assert self.process.stdin is not None
                 tg.start_soon(self._link.write_loop, self.process.stdin, name=f"{self.id}-writer")
                 tg.start_soon(self._drain_stderr, name=f"{self.id}-stderr")
                 task_status.started()
-                await self._link.read_loop(self.process.stdout)
+                await self._read_until_gone()
                 with anyio.CancelScope(shield=True):
                     await self.process.wait()
                     reason = exit_reason(self.process.returncode)
@@ -84,14 +102,35 @@ class ProcessReplica(Replica):
                 await self.process.aclose()
             self._listener.replica_exited(self, reason)
 
+    async def _read_until_gone(self) -> None:
+        """Hand on the replica's frames until its stdout and stderr end, or, once its process
+        has exited (and its group is killed), at most ``_EOF_WAIT`` seconds more: a process
+        that inherited the pipes must not hide the replica's death."""
+        assert self.process.stdout is not None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_exit, tg.cancel_scope, name=f"{self.id}-exit")
+            await self._link.read_loop(self.process.stdout)
+            await self._stderr_ended.wait()  # its tail tells how it died
+            tg.cancel_scope.cancel()
+
+    async def _watch_exit(self, reading: anyio.CancelScope) -> None:
+        await self.process.wait()
+        self.kill()  # its children hold the pipes too: end of file comes once they are dead
+        reading.deadline = min(reading.deadline, anyio.current_time() + _EOF_WAIT)
+
     async def _drain_stderr(self) -> None:
         assert self.process.stderr is not None
-        async for chunk in self.process.stderr:
-            self._stderr_tail = (self._stderr_tail + chunk)[-_STDERR_TAIL:]
-            # The replica's own output (outside executions) stays visible to the operator.
-            logger.info(
-                "replica_stderr", replica_id=self.id, text=chunk.decode(errors="replace").rstrip()
-            )
+        try:
+            async for chunk in self.process.stderr:
+                self._stderr_tail = (self._stderr_tail + chunk)[-_STDERR_TAIL:]
+                # The replica's own output (outside executions) stays visible to the operator.
+                logger.info(
+                    "replica_stderr",
+                    replica_id=self.id,
+                    text=chunk.decode(errors="replace").rstrip(),
+                )
+        finally:
+            self._stderr_ended.set()
 
 
 class ProcessRuntime(Runtime):
@@ -112,6 +151,7 @@ class ProcessRuntime(Runtime):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
+            start_new_session=True,  # its own process group, killed with it (see kill)
         )
         replica = ProcessReplica(process, listener, service.name)
         await task_group.start(replica.run, name=f"replica-{replica.id}")
