@@ -6,7 +6,9 @@ Every error the library raises on purpose is one of these; errors from the parts
     TriggerfishError
     ├── ConfigurationError           a spec, argument or option that cannot be accepted
     │   ├── DefinitionError          a JSON definition (package, service, trigger) with a bad
-    │   │                            field; ``where`` is its path, like ``modules[0].entryPoint``
+    │   │   │                        field; ``where`` is its path, like ``modules[0].entryPoint``
+    │   │   └── InvalidInputError    a JSON value from outside past a limit of the boundary
+    │   │                            (too deep, not unicode, not a finite number, not JSON)
     │   ├── UnknownFunctionError     no function of that name is registered
     │   ├── TriggerNotFoundError     no trigger has that id or name
     │   ├── PackageNotFoundError     no package has that name (or no such revision)
@@ -34,6 +36,7 @@ __all__ = [
     "EngineClosedError",
     "ExecutionNotFoundError",
     "ImageBuildError",
+    "InvalidInputError",
     "InvocationCancelledError",
     "InvocationError",
     "InvocationFailedError",
@@ -61,6 +64,12 @@ class DefinitionError(ConfigurationError):
     def __init__(self, where: str, message: str) -> None:
         super().__init__(f"{where}: {message}")
         self.where = where
+
+
+class InvalidInputError(DefinitionError):
+    """A value from outside (a request body, an event, a filter, an input) that the boundary
+    refuses: nested too deep, not valid unicode, not a finite number, not JSON. ``where`` is
+    the path of the bad field, like ``body.items[3]``."""
 
 
 class UnknownFunctionError(ConfigurationError, LookupError):

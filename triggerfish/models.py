@@ -9,7 +9,6 @@ several times per execution on its hot path; ``Execution.from_record`` makes the
 from __future__ import annotations
 
 import enum
-import json
 import os
 import random
 import re
@@ -29,7 +28,8 @@ from pydantic import (
     field_validator,
 )
 
-from .errors import ConfigurationError, DefinitionError
+from . import _json
+from .errors import ConfigurationError, DefinitionError, InvalidInputError
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -273,7 +273,9 @@ def claim_execution_ids(first_ns: int, last_ns: int) -> bool:
 class ExecutionRecord:
     """The engine's live, mutable state of one execution, and the row the store keeps.
 
-    ``input`` and ``result`` are pickled bytes; ``error`` is (type, message, traceback);
+    ``input`` and ``result`` are pickled bytes, and ``result_view`` is the result's JSON view
+    as its replica made it, (kind, text) (see ``engine/replica/views.py``); ``error`` is (type,
+    message, traceback);
     ``status_log`` holds (time, status, progress, message) and ``logs`` (time, stream, text).
     Times are seconds since the epoch.
     """
@@ -288,6 +290,7 @@ class ExecutionRecord:
     attempts: int = 0
     failed_attempts: int = 0
     result: bytes | None = None
+    result_view: tuple[str, str] | None = None
     error: tuple[str, str, str] | None = None
     progress: int | None = None
     status_log: list[tuple[float, ExecutionStatus, int | None, str]] = field(default_factory=list)
@@ -453,6 +456,16 @@ _ONCE_ONLY = frozenset({"Created", "Deleted", "Clone"})
 _NO_ALWAYS_RESOURCES = frozenset({"Task", "Assignment"})
 
 
+def _plain_json(value: Any, info: ValidationInfo) -> Any:
+    """A field that is stored and shown as JSON: held to the boundary's rules (depth,
+    unicode, finite numbers), so the store and the views can always take it."""
+    try:
+        _json.check(value, info.field_name or "value")
+    except InvalidInputError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
 def allowed_modes(resource: str, action: str) -> frozenset[str]:
     """The execution modes a trigger on (resource, action) may use."""
     if action in _ONCE_ONLY:
@@ -482,6 +495,8 @@ class EventTriggerSpec(_Frozen):
     loop_limit: int = Field(default=0, ge=0, le=100)
     active: bool = True
 
+    _plain = field_validator("name", "function", "filter", "input")(_plain_json)
+
     @field_validator("actions")
     @classmethod
     def _actions_are_names(cls, actions: tuple[str, ...]) -> tuple[str, ...]:
@@ -510,6 +525,8 @@ class CronTriggerSpec(_Frozen):
     misfire: Literal["skip", "run_once", "catch_up"] = "run_once"
     misfire_grace: float = Field(default=3600.0, ge=0)
     active: bool = True
+
+    _plain = field_validator("name", "function", "cron", "timezone", "input")(_plain_json)
 
 
 TriggerSpec = EventTriggerSpec | CronTriggerSpec
@@ -604,12 +621,11 @@ def definition_error(where: str, exc: ValidationError) -> DefinitionError:
 
 
 def load_document(document: Any, where: str) -> Any:
-    """A JSON document given as a dict (kept) or as JSON text (parsed)."""
+    """A JSON document given as a dict (kept) or as JSON text (parsed), held to the
+    boundary's rules either way (depth, unicode, finite numbers: see ``_json``)."""
     if isinstance(document, str | bytes):
-        try:
-            return json.loads(document)
-        except json.JSONDecodeError as exc:
-            raise DefinitionError(where, f"malformed JSON: {exc}") from None
+        return _json.parse(document, where)
+    _json.check(document, where)
     return document
 
 

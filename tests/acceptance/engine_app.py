@@ -6,12 +6,16 @@
 writer (prints ``held``), so that the firings after it run but are never committed.
 ``cron-resume DB DIR``: restarts, lets the misfire policy act, stops the trigger, and prints
 the trigger's stats and every stored firing.
+``once DB DIR``: a Once trigger; emits one event and kills itself (SIGKILL) the moment the
+emit returns, before the event loop runs again.
+``once-resume DB DIR``: restarts, waits for the fired execution, prints the trigger's stats.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -109,6 +113,33 @@ async def cron(db: str, directory: str) -> None:
         await engine._core.store._exclusive(hold_the_writer)
 
 
+ON_ITEM = {
+    "name": "on-item",
+    "function": "work_once",
+    "resource": "Item",
+    "actions": ["Created"],
+    "executionMode": "Once",
+}
+
+
+async def once(db: str, directory: str) -> None:
+    engine = build(db)
+    async with engine:
+        await engine.triggers.create({**ON_ITEM, "input": {"directory": directory}})
+        (execution_id,) = await engine.emit("Item", "Created", {"id": "item-1"})
+        print(json.dumps(execution_id), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # the execution is stored; nothing after it is
+
+
+async def once_resume(db: str) -> None:
+    engine = build(db)
+    async with engine:
+        await engine.handle(work_once).wait_for_completion(timeout=30)
+        stats = engine.triggers.get("on-item").stats
+        executions = (await engine.handle(work_once).list()).execution_ids
+        print(json.dumps({"fired": stats.fired, "executions": list(executions)}), flush=True)
+
+
 async def cron_resume(db: str) -> None:
     engine = build(db)
     restarted_at = time.time()
@@ -142,5 +173,9 @@ if __name__ == "__main__":
         anyio.run(cron, db, directory)
     elif mode == "cron-resume":
         anyio.run(cron_resume, db)
+    elif mode == "once":
+        anyio.run(once, db, directory)
+    elif mode == "once-resume":
+        anyio.run(once_resume, db)
     else:
         anyio.run(resume, db)

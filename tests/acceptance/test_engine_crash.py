@@ -125,3 +125,26 @@ def test_engine_kill9_with_cron_firings_run_but_not_stored(tmp_path: Path) -> No
     again = [t for after, t in made if after and t < restarted_at]
     assert len(again) == 1 and again[0] > max(before)  # run_once: the latest missed time
     assert report["missed"] >= len(unstored) - 1
+
+
+def test_engine_kill9_right_after_a_once_firing_is_stored_keeps_its_count(
+    tmp_path: Path,
+) -> None:
+    """The engine dies the moment emit returns: the execution is stored, and so is the
+    trigger's count of it (it rides in the same transaction), so after the restart the
+    execution runs and the trigger says it fired once."""
+    db = str(tmp_path / "engine.db")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run(
+        [sys.executable, str(APP), "once", db, str(tmp_path)],
+        capture_output=True,
+        env=env,
+        text=True,
+        timeout=60,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    execution_id = json.loads(killed.stdout.splitlines()[-1])
+    report = _restart(env, "once-resume", db, tmp_path)
+    assert report["executions"] == [execution_id]
+    assert report["fired"] == 1
+    assert [line[0] for line in _run_lines(tmp_path)] == [execution_id]  # it ran, once

@@ -9,7 +9,7 @@ import os
 import time
 from typing import Any
 
-from triggerfish import Engine
+from triggerfish import Engine, current_context
 
 
 class Opaque:
@@ -113,3 +113,49 @@ def setup(engine: Engine) -> None:
 def drain_setup(engine: Engine) -> None:
     """A daemon of its own for the stop tests: two slots, so most executions queue."""
     engine.function(replicas=1, concurrency=2, max_attempts=2, backoff=0)(slow)
+
+
+def identity(value: Any) -> Any:
+    """Its argument back, as it came: big integers stay exact."""
+    return value
+
+
+def big_string(n: int) -> str:
+    """A result whose JSON is ``n`` bytes and more."""
+    return "x" * n
+
+
+def shared_lists(depth: int = 22) -> list[Any]:
+    """Lists sharing their sub-lists: a pickle of a few hundred bytes whose JSON, written out
+    whole, is 2 ** depth leaves long (16 MB at 22)."""
+    x: list[Any] = [0]
+    for _ in range(depth):
+        x = [x, x]
+    return x
+
+
+def hostile_setup(engine: Engine) -> None:
+    """The shared daemon's functions, and those the hostile-input tests call."""
+    setup(engine)
+    engine.function(replicas=1, concurrency=4)(identity)
+    engine.function(replicas=1, concurrency=2)(big_string)
+    engine.function(replicas=1, concurrency=2)(shared_lists)
+
+
+def record_run(path: str, pause: float = 0.005) -> str:
+    """Appends "<execution id> <attempt> <time>" to ``path`` in one write (O_APPEND), then
+    sleeps ``pause``: the crash storm's witness of every run, interrupted ones included."""
+    context = current_context()
+    line = f"{context.execution_id} {context.attempt} {time.time():.6f}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    time.sleep(pause)
+    return context.execution_id
+
+
+def storm_setup(engine: Engine) -> None:
+    """The crash storm's daemon: one function, retried past every kill it may live through."""
+    engine.function(replicas=1, concurrency=4, max_attempts=20, backoff=0)(record_run)

@@ -61,7 +61,7 @@ async def test_saves_before_a_commit_collapse_to_the_latest_state(
     store = store_factory()
     commits: list[Sequence[tuple[str, ExecutionStatus]]] = []
     async with anyio.create_task_group() as tg:
-        await store.start(tg, lambda written, refused: commits.append(written))
+        await store.start(tg, lambda written, refused, failed: commits.append(written))
         rec = record()
         store.save(rec)
         rec.change(S.RUNNING)
@@ -165,7 +165,7 @@ async def test_once_keys_refuse_a_second_execution_in_one_commit_and_after_reope
     store = store_factory()
     refusals: list[set[str]] = []
     async with anyio.create_task_group() as tg:
-        await store.start(tg, lambda written, refused: refusals.append(set(refused)))
+        await store.start(tg, lambda written, refused, failed: refusals.append(set(refused)))
         first, twin, other = record(), record(), record()
         store.create(first, ("trg-1", "item-1"))
         store.create(twin, ("trg-1", "item-1"))  # same key, same commit
@@ -176,7 +176,7 @@ async def test_once_keys_refuse_a_second_execution_in_one_commit_and_after_reope
         await store.aclose()
     reopened = store_factory() if isinstance(store, SqliteStore) else store
     async with anyio.create_task_group() as tg:
-        await reopened.start(tg, lambda written, refused: refusals.append(set(refused)))
+        await reopened.start(tg, lambda written, refused, failed: refusals.append(set(refused)))
         late = record()
         reopened.create(late, ("trg-1", "item-1"))  # fired before the restart
         fresh = record()
@@ -221,4 +221,39 @@ async def test_triggers_are_kept_updated_and_deleted(store_factory: Callable[[],
         reopened.delete_trigger("trg-a")
         await reopened.flush()
         assert [t.id for t in await reopened.list_triggers()] == ["trg-b"]
+        await reopened.aclose()
+
+
+async def test_a_triggers_firings_are_counted_in_the_commit_that_stores_them(
+    store_factory: Callable[[], Store],
+) -> None:
+    """No save of the trigger after its firings: the count is stored with them, so a crash
+    right after their commit cannot lose it. A firing its once key refused is not counted."""
+    from triggerfish.models import EventTriggerSpec, TriggerRecord
+
+    store = store_factory()
+    trigger = TriggerRecord(
+        id="trg-count",
+        spec=EventTriggerSpec(name="count", function="f", resource="Item", actions=("Created",)),
+        created_at=1.0,
+    )
+    async with anyio.create_task_group() as tg:
+        await store.start(tg)
+        store.save_trigger(trigger)
+        await store.flush()
+        fired = [record(), record(), record()]
+        for execution in fired:
+            execution.trigger_id = trigger.id
+        store.create(fired[0], (trigger.id, "item-1"))
+        store.create(fired[1], (trigger.id, "item-1"))  # refused: item-1 has had its run
+        store.create(fired[2])  # an Always firing: no once key
+        await store.flush()
+        (stored,) = await store.list_triggers()
+        assert stored.fired == 2
+        await store.aclose()
+    reopened = store_factory() if isinstance(store, SqliteStore) else store
+    async with anyio.create_task_group() as tg:
+        await reopened.start(tg)
+        (stored,) = await reopened.list_triggers()
+        assert stored.fired == 2
         await reopened.aclose()

@@ -61,7 +61,7 @@ async def test_a_burst_is_committed_in_bounded_batches_with_trigger_rows_last(
     batches = spy_on_batches(store)
     heard: list[int] = []
     async with anyio.create_task_group() as tg:
-        await store.start(tg, lambda written, refused: heard.append(len(written)))
+        await store.start(tg, lambda written, refused, failed: heard.append(len(written)))
         trigger = cron_trigger()
         firings = [record() for _ in range(250)]
         for number, firing in enumerate(firings):
@@ -90,7 +90,7 @@ async def test_saving_a_trigger_again_writes_its_state_and_a_new_spec_writes_the
         await store.start(tg)
         store.save_trigger(trigger)
         await store.flush()
-        trigger.fired, trigger.cursor = 7, 99.0
+        trigger.suppressed, trigger.cursor = 7, 99.0  # (fired is counted by the store)
         store.save_trigger(trigger)
         await store.flush()
         trigger.spec = trigger.spec.model_copy(update={"name": "renamed"})
@@ -102,7 +102,7 @@ async def test_saving_a_trigger_again_writes_its_state_and_a_new_spec_writes_the
             (1, 0),
         ]
         (stored,) = await store.list_triggers()
-        assert (stored.spec.name, stored.fired, stored.cursor) == ("renamed", 7, 99.0)
+        assert (stored.spec.name, stored.suppressed, stored.cursor) == ("renamed", 7, 99.0)
         store.delete_trigger(trigger.id)
         await store.flush()
         store.save_trigger(trigger)  # the same id again, after its row was deleted
@@ -145,7 +145,7 @@ async def test_fire_records_survive_the_migration_to_key_order(tmp_path: Path) -
     store = SqliteStore(path)
     refusals: list[set[str]] = []
     async with anyio.create_task_group() as tg:
-        await store.start(tg, lambda written, refused: refusals.append(set(refused)))
+        await store.start(tg, lambda written, refused, failed: refusals.append(set(refused)))
         again, other = record(), record()
         store.create(again, ("trg-1", "2026-01-01T00:00:00+00:00"))
         store.create(other, ("trg-2", "2026-01-01T00:00:00+00:00"))
@@ -213,4 +213,44 @@ async def test_a_long_wal_is_restarted_between_commits(
         ids += await _fill(store, commits=2, rows=1000)  # writes go on after a restart
         assert all([await store.get(i) is not None for i in ids[::500]])
         assert sum((await store.count_by_status()).values()) == len(ids)
+        await store.aclose()
+
+
+async def test_a_record_the_store_cannot_write_fails_alone_and_never_the_writer(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    heard: list[tuple[set[str], dict[str, str]]] = []
+    good, bad, later = record(), record(), record()
+    bad.function = "lone \ud800 surrogate"  # no UTF-8 text column can hold it
+    async with anyio.create_task_group() as tg:
+        await store.start(
+            tg, lambda written, refused, failed: heard.append(({i for i, _ in written}, failed))
+        )
+        await store.insert([good, bad])
+        store.save(bad)  # a later save of it is dropped, not retried
+        await store.insert([later])
+        assert heard[0][0] == {good.id}
+        assert list(heard[0][1]) == [bad.id]
+        assert "UnicodeEncodeError" in heard[0][1][bad.id]
+        assert heard[-1] == ({later.id}, {})
+        assert await store.get(good.id) is not None
+        assert await store.get(later.id) is not None
+        assert await store.get(bad.id) is None
+        await store.aclose()
+
+
+async def test_a_trigger_the_store_cannot_snapshot_fails_alone(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    heard: list[dict[str, str]] = []
+    fine, broken = cron_trigger("trg-fine"), cron_trigger("trg-broken")
+    # A spec that no validation made: its JSON cannot be written.
+    broken.spec = broken.spec.model_construct(**{**dict(broken.spec), "input": {"x": object()}})
+    async with anyio.create_task_group() as tg:
+        await store.start(tg, lambda written, refused, failed: heard.append(dict(failed)))
+        store.save_trigger(fine)
+        store.save_trigger(broken)
+        await store.insert([record()])
+        assert list(heard[0]) == ["trg-broken"]
+        assert [t.id for t in await store.list_triggers()] == ["trg-fine"]
         await store.aclose()

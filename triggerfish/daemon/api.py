@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import io
 import pickle
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, NamedTuple
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, FastAPI, Query, Request, Security
+import orjson
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,11 +31,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import _json
 from ..engine.core import EngineCore
 from ..engine.replica.protocol import PickledArgument
+from ..engine.replica.views import JSON, WHOLE_LIMIT
 from ..errors import (
     ConfigurationError,
     DefinitionError,
     EngineClosedError,
     ExecutionNotFoundError,
+    InvalidInputError,
     PackageNotFoundError,
     TriggerfishError,
     UnknownFunctionError,
@@ -71,9 +75,20 @@ from .schemas import (
     Problem,
     RerunRequest,
 )
+from .views import (
+    Reply,
+    execution_json,
+    execution_list_json,
+    json_response,
+    outcome,
+    shown_result,
+)
 
 __all__ = ["create_app"]
 
+#: How deep a JSON request body may nest: the route's own wrapper (``{"args": [...]}``, an
+#: event's ``{"body": ...}``) and the value it carries, which is held to ``_json.MAX_DEPTH``.
+REQUEST_DEPTH = _json.MAX_DEPTH + 2
 #: Longest a request may wait for a result; a client waits longer by asking again.
 MAX_WAIT = 300.0
 _FINISHED = frozenset(
@@ -107,107 +122,36 @@ _BATCH_BODY = {
 Wait = Annotated[float, Query(ge=0, le=MAX_WAIT, description="seconds to wait for the result")]
 
 
-def jsonable(value: Any) -> tuple[Any, str]:
-    """A result as JSON if it is JSON, else its repr (cut to 10 kB)."""
-    try:
-        return _json.loads(_json.dumps(value)), "json"
-    except (TypeError, ValueError):
-        return repr(value)[:10_000], "repr"
+class _RefusedBody(HTTPException):
+    """A JSON body the boundary refuses: raised from ``Request.json`` as an HTTPException, the
+    one kind FastAPI lets through its body parsing (anything else becomes "There was an error
+    parsing the body", which says nothing)."""
+
+    def __init__(self, error: InvalidInputError) -> None:
+        super().__init__(400, str(error))
 
 
-class _PlainData(pickle.Unpickler):
-    """Unpickles plain data only (builtins, containers, dates, decimals, uuids): a result's
-    pickle is made by user code, and the daemon must not run what it names. A client that
-    takes pickle gets the bytes themselves and unpickles them on its side."""
-
-    ALLOWED: ClassVar[dict[str, frozenset[str]]] = {
-        "builtins": frozenset({"set", "frozenset", "complex", "bytearray", "range", "slice"}),
-        "collections": frozenset({"OrderedDict", "deque", "defaultdict"}),
-        "datetime": frozenset({"datetime", "date", "time", "timedelta", "timezone"}),
-        "decimal": frozenset({"Decimal"}),
-        "uuid": frozenset({"UUID"}),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if name in self.ALLOWED.get(module, ()):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name}")
+class _StrictRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                self._json = _json.parse(await self.body(), max_depth=REQUEST_DEPTH)
+            except InvalidInputError as exc:
+                raise _RefusedBody(exc) from None
+        return self._json
 
 
-def plain_result(blob: bytes) -> tuple[Any, str]:
-    """A result for a JSON answer: as JSON if it is plain data JSON can carry, else a repr
-    (of the value, or naming the type the daemon would not rebuild)."""
-    try:
-        value = _PlainData(io.BytesIO(blob)).load()
-    except pickle.UnpicklingError as exc:
-        return f"a {exc} object (ask with Accept: {PICKLE})", "repr"
-    except Exception as exc:
-        return f"a result that cannot be read here ({type(exc).__name__})", "repr"
-    return jsonable(value)
+class StrictJSONRoute(APIRoute):
+    """A route whose JSON body is read by ``_json.parse``: at most 64 levels deep, valid
+    unicode, finite numbers and exact big integers, each refusal naming the field."""
 
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
 
-def view(record: ExecutionRecord) -> ExecutionView:
-    result, encoding = (None, None) if record.result is None else plain_result(record.result)
-    execution = Execution.from_record(record)
-    duration = None
-    if record.started_at is not None and record.finished_at is not None:
-        duration = record.finished_at - record.started_at
-    return ExecutionView(
-        id=execution.id,
-        function=execution.function,
-        service=execution.service,
-        status=execution.status,
-        result=result,
-        result_encoding=encoding,  # type: ignore[arg-type]
-        error=execution.error,
-        attempts=execution.attempts,
-        max_attempts=execution.max_attempts,
-        num_failed_attempts=execution.num_failed_attempts,
-        progress=execution.progress,
-        status_log=list(execution.status_log),
-        parent_id=execution.parent_id,
-        trigger_id=execution.trigger_id,
-        event=execution.event,
-        lineage=list(execution.lineage),
-        created_at=execution.created_at,
-        started_at=execution.started_at,
-        finished_at=execution.finished_at,
-        duration=duration,
-        terminated=record.terminated,
-    )
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictRequest(request.scope, request.receive))
 
-
-class Reply(NamedTuple):
-    """An answer as the hot paths build it: status, headers, body."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def response(self) -> Response:
-        return Response(self.body, self.status, self.headers)
-
-
-def outcome(record: ExecutionRecord, accept: str) -> Reply:
-    """The answer to "where is my result": the pickled result to a client that takes pickle,
-    else an ``Outcome``; 202 while the execution has not finished."""
-    finished = record.status in _FINISHED
-    headers = {"X-Execution-Id": record.id, "X-Execution-Status": record.status.value}
-    if (
-        finished
-        and record.status is ExecutionStatus.SUCCEEDED
-        and record.result is not None
-        and PICKLE in accept
-    ):
-        return Reply(200, {**headers, "Content-Type": PICKLE}, record.result)
-    body = Outcome(id=record.id, status=record.status, finished=finished)
-    if finished:
-        v = view(record)
-        body = body.model_copy(
-            update={"result": v.result, "result_encoding": v.result_encoding, "error": v.error}
-        )
-    headers["Content-Type"] = "application/json"
-    return Reply(200 if finished else 202, headers, body.model_dump_json().encode())
+        return strict
 
 
 async def call(
@@ -217,8 +161,8 @@ async def call(
     core.spec_of(name)
     ((execution_id, waiter),) = await core.submit_watched(name, blobs)
     with anyio.move_on_after(timeout):
-        return outcome(await core.wait_for(waiter), accept)
-    return outcome(await core.record(execution_id), accept)
+        return await outcome(await core.wait_for(waiter), accept)
+    return await outcome(await core.record(execution_id), accept)
 
 
 async def call_inputs(request: Request, batch: bool) -> list[bytes]:
@@ -234,11 +178,16 @@ async def call_inputs(request: Request, batch: bool) -> list[bytes]:
                 "a pickled batch must be a pickled list of pickled (args, kwargs)"
             ) from None
         return blobs
+    value = _json.parse(body or b"{}", max_depth=REQUEST_DEPTH)
+    if not isinstance(value, dict):
+        shape = '{"inputs": [...]}' if batch else '{"args": [...], "kwargs": {...}}'
+        problem = {"loc": ("body",), "msg": f"must be a JSON object, {shape}", "type": "dict"}
+        raise RequestValidationError([problem])
     try:
         if batch:
-            calls = BatchInput.model_validate_json(body or b"{}").inputs
+            calls = BatchInput.model_validate(value).inputs
         else:
-            calls = [CallInput.model_validate_json(body or b"{}")]
+            calls = [CallInput.model_validate(value)]
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
     return [pack_input("call", tuple(c.args), c.kwargs) for c in calls]
@@ -370,6 +319,10 @@ def create_app(
     async def _triggerfish_error(request: Request, exc: TriggerfishError) -> JSONResponse:
         return _problem(_status_for(exc), str(exc), type(exc).__name__)
 
+    @app.exception_handler(_RefusedBody)
+    async def _refused(request: Request, exc: _RefusedBody) -> JSONResponse:
+        return _problem(400, str(exc.detail), InvalidInputError.__name__)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _problem(422, _one_line(exc.errors()))
@@ -405,7 +358,7 @@ def _function_info(core: EngineCore, name: str) -> FunctionInfo:
 
 
 def _functions(engine: Engine, core: EngineCore) -> APIRouter:
-    router = APIRouter(prefix="/functions", tags=["functions"])
+    router = APIRouter(prefix="/functions", tags=["functions"], route_class=StrictJSONRoute)
 
     @router.get("")
     async def list_functions() -> list[FunctionInfo]:
@@ -459,9 +412,9 @@ def _functions(engine: Engine, core: EngineCore) -> APIRouter:
 
 
 def _executions(engine: Engine, core: EngineCore) -> APIRouter:
-    router = APIRouter(prefix="/executions", tags=["executions"])
+    router = APIRouter(prefix="/executions", tags=["executions"], route_class=StrictJSONRoute)
 
-    @router.get("")
+    @router.get("", response_model=ExecutionList)
     async def list_executions(
         function: str | None = None,
         status: Annotated[list[ExecutionStatus] | None, Query()] = None,
@@ -470,7 +423,7 @@ def _executions(engine: Engine, core: EngineCore) -> APIRouter:
         until: datetime | None = None,
         offset: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    ) -> ExecutionList:
+    ) -> Response:
         """Executions newest first, by function, status, trigger (id or name) and creation
         time (ISO 8601 with a zone); ``offset`` from the previous page for the next."""
         for name, moment in (("since", since), ("until", until)):
@@ -486,11 +439,12 @@ def _executions(engine: Engine, core: EngineCore) -> APIRouter:
             limit=limit,
         )
         records = [await core.record(i) for i in page.execution_ids]
-        return ExecutionList(executions=[view(r) for r in records], offset=page.offset)
+        return json_response(await execution_list_json(records, page.offset))
 
-    @router.get("/{execution_id}")
-    async def get_execution(execution_id: str) -> ExecutionView:
-        return view(await core.record(execution_id))
+    @router.get("/{execution_id}", response_model=ExecutionView)
+    async def get_execution(execution_id: str) -> Response:
+        """An execution; its result shown as JSON up to 1 MiB (``result_encoding`` says how)."""
+        return json_response(await execution_json(await core.record(execution_id)))
 
     @router.get(
         "/{execution_id}/result",
@@ -503,13 +457,13 @@ def _executions(engine: Engine, core: EngineCore) -> APIRouter:
             record = await core.wait(execution_id, timeout)
         except TimeoutError:
             record = await core.record(execution_id)
-        return outcome(record, request.headers.get("accept", "")).response()
+        return (await outcome(record, request.headers.get("accept", ""))).response()
 
-    @router.post("/{execution_id}/cancel")
-    async def cancel(execution_id: str) -> ExecutionView:
+    @router.post("/{execution_id}/cancel", response_model=ExecutionView)
+    async def cancel(execution_id: str) -> Response:
         """Cancel: a queued execution ends CANCELLED at once, a running one is stopped."""
         await core.cancel(execution_id)
-        return view(await core.record(execution_id))
+        return json_response(await execution_json(await core.record(execution_id)))
 
     @router.post("/{execution_id}/rerun")
     async def rerun(execution_id: str) -> ExecutionIds:
@@ -556,7 +510,7 @@ async def _follow(core: EngineCore, execution_id: str) -> AsyncIterator[bytes]:
 
 
 def _triggers(engine: Engine) -> APIRouter:
-    router = APIRouter(prefix="/triggers", tags=["triggers"])
+    router = APIRouter(prefix="/triggers", tags=["triggers"], route_class=StrictJSONRoute)
     triggers = engine.triggers
 
     @router.get("")
@@ -599,7 +553,7 @@ def _triggers(engine: Engine) -> APIRouter:
 
 
 def _events_and_services(engine: Engine, core: EngineCore) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=StrictJSONRoute)
 
     @router.post("/events", tags=["events"])
     async def emit(event: EventIn) -> ExecutionIds:
@@ -625,7 +579,7 @@ def _application(core: EngineCore, name: str) -> FunctionSpec:
     return spec
 
 
-def _application_reply(spec: FunctionSpec, record: ExecutionRecord) -> Response:
+async def _application_reply(spec: FunctionSpec, record: ExecutionRecord) -> Response:
     """200 with the output, 202 while it runs, 502 if the function did not succeed."""
     headers = {"X-Request-Id": record.id, "X-Execution-Status": record.status.value}
     if record.status not in _FINISHED:
@@ -634,18 +588,22 @@ def _application_reply(spec: FunctionSpec, record: ExecutionRecord) -> Response:
     if record.status is ExecutionStatus.SUCCEEDED:
         if spec.output_serializer == "pickle":
             return Response(record.result or pickle.dumps(None), 200, headers, PICKLE)
-        value, encoding = plain_result(record.result or pickle.dumps(None))
-        if encoding == "json":
-            return Response(_json.dumps(value), 200, headers, "application/json")
-        error = ErrorInfo(type="SerializationError", message=f"the output is not JSON: {value}")
+        # Its replica made the whole output's JSON (an application's view is not cut).
+        shown = await shown_result(record, WHOLE_LIMIT)
+        if shown.encoding == JSON:
+            return Response(orjson.dumps(shown.value), 200, headers, "application/json")
+        error = ErrorInfo(
+            type="SerializationError", message=f"the output is not JSON: {shown.value}"
+        )
     else:
-        error = view(record).error or ErrorInfo(type="Error", message=record.status.value)
+        shown_error = Execution.from_record(record).error
+        error = shown_error or ErrorInfo(type="Error", message=record.status.value)
     failed = Outcome(id=record.id, status=record.status, finished=True, error=error)
     return Response(failed.model_dump_json(), 502, headers, "application/json")
 
 
 def _applications(core: EngineCore) -> APIRouter:
-    router = APIRouter(prefix="/applications", tags=["applications"])
+    router = APIRouter(prefix="/applications", tags=["applications"], route_class=StrictJSONRoute)
     replies: dict[int | str, dict[str, Any]] = {
         200: {"description": "the output, serialized by the output serializer"},
         202: {"model": RequestAccepted, "description": "not finished: ask again by its id"},
@@ -673,17 +631,14 @@ def _applications(core: EngineCore) -> APIRouter:
         if spec.input_serializer == "pickle":
             blob = pickle.dumps(((PickledArgument(body),), {}), protocol=pickle.HIGHEST_PROTOCOL)
         else:
-            try:
-                value = _json.loads(body)
-            except ValueError as exc:
-                raise ConfigurationError(f"the request body is not JSON: {exc}") from None
+            value = _json.parse(body)
             blob = pack_input(name, (value,), {})
         ((execution_id, waiter),) = await core.submit_watched(name, [blob])
         record = None
         if wait:
             with anyio.move_on_after(timeout):
                 record = await core.wait_for(waiter)
-        return _application_reply(spec, record or await core.record(execution_id))
+        return await _application_reply(spec, record or await core.record(execution_id))
 
     @router.get("/{name}/requests/{request_id}", responses=replies)
     async def application_request(name: str, request_id: str, timeout: Wait = 0.0) -> Response:
@@ -695,7 +650,7 @@ def _applications(core: EngineCore) -> APIRouter:
             record = await core.record(request_id)
         if record.function != name:
             raise ExecutionNotFoundError(f"application {name!r} has no request {request_id!r}")
-        return _application_reply(spec, record)
+        return await _application_reply(spec, record)
 
     return router
 
@@ -704,7 +659,7 @@ ZIP = "application/zip"
 
 
 def _packages(engine: Engine) -> APIRouter:
-    router = APIRouter(prefix="/packages", tags=["packages"])
+    router = APIRouter(prefix="/packages", tags=["packages"], route_class=StrictJSONRoute)
     packages = engine.packages
 
     async def known(name: str) -> None:
@@ -781,7 +736,7 @@ async def _revision(packages: Packages, name: str, revision: int) -> PackageRevi
 
 
 def _deployments(engine: Engine, runtime_defaults: RuntimeDefaults) -> APIRouter:
-    router = APIRouter(prefix="/services", tags=["services"])
+    router = APIRouter(prefix="/services", tags=["services"], route_class=StrictJSONRoute)
     deployments = engine.deployments
 
     @router.post("", status_code=201)

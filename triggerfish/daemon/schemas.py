@@ -1,9 +1,9 @@
 """The HTTP API's bodies: what requests carry and responses return, as pydantic models.
 
 Executions, triggers, statuses and events reuse the models of ``triggerfish.models``; these
-are the shapes only the API has. Results travel as JSON when they can, else as their ``repr``
-(``result_encoding`` says which); a client that sends ``Accept: application/x-python-pickle``
-gets the pickled result itself instead.
+are the shapes only the API has. Results travel as JSON when they can, cut when too long, else
+described (``result_encoding`` says which: see ``views.py``); a client that sends
+``Accept: application/x-python-pickle`` gets the pickled result itself instead.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class ExecutionView(_Body):
     service: str
     status: ExecutionStatus
     result: Any = None
-    result_encoding: Literal["json", "repr"] | None = None
+    result_encoding: Literal["json", "truncated", "repr"] | None = None
+    result_size: int | None = None
     error: ErrorInfo | None = None
     attempts: int
     max_attempts: int
@@ -92,7 +93,8 @@ class Outcome(_Body):
     status: ExecutionStatus
     finished: bool
     result: Any = None
-    result_encoding: Literal["json", "repr"] | None = None
+    result_encoding: Literal["json", "truncated", "repr"] | None = None
+    result_size: int | None = None
     error: ErrorInfo | None = None
 
 

@@ -1,5 +1,9 @@
 """``triggerfish serve``: the engine and its HTTP API in one process, until SIGTERM or SIGINT.
 
+If the engine fails (a task of its task group raises: an engine bug, since no input can), the
+daemon stops at once, without the drain, and exits with status 1: a daemon that no longer
+serves must not look alive to its supervisor. What was committed is kept, as after kill -9.
+
 Shutdown, on SIGTERM or SIGINT: the HTTP server stops taking requests (those in flight get a
 few seconds to finish), then the engine drains: running executions have ``drain_timeout``
 seconds to finish, the rest go back to PENDING in the store and run at the next start.
@@ -9,17 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
+import os
 import signal
 import socket
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import uvicorn
 from anyio.abc import TaskStatus
 
-from ..log import logger
 from ..errors import ConfigurationError
+from ..log import logger
 from ..sdk.credentials import save_key
 from ..sdk.engine import Engine
 from .api import create_app
@@ -30,6 +37,8 @@ __all__ = ["local_key_hashes", "serve"]
 
 #: Seconds requests in flight get to finish once shutdown begins.
 REQUEST_GRACE = 5
+#: Seconds a daemon whose engine failed may take to stop what is left, before it just exits.
+FAILED_EXIT_GRACE = 5.0
 
 
 def local_key_hashes(config: DaemonConfig, url: str) -> list[str]:
@@ -41,11 +50,23 @@ def local_key_hashes(config: DaemonConfig, url: str) -> list[str]:
         lines = [line.strip() for line in path.read_text().splitlines()]
         return [check_hash(line) for line in lines if line and not line.startswith("#")]
     key = new_key()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_data_dir(config)
+    path.touch(mode=0o600)
     path.write_text(f"# API key hashes this daemon accepts, one a line\n{hash_key(key)}\n")
     saved = save_key(url, key)
     logger.warning("api_key_created", hashes_in=str(path), key_saved_in=str(saved))
     return [hash_key(key)]
+
+
+def private_data_dir(config: DaemonConfig) -> None:
+    """The data dir, made (or kept) readable by its owner alone: it holds every input, result
+    and log. Made 0700; one made with wider modes (by an older version, or by hand) is
+    narrowed to that, as the store file is to 0600 (the store makes a new one so)."""
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config.data_dir.chmod(0o700)
+    for path in (config.store_path, *config.store_path.parent.glob(f"{config.store_path.name}-*")):
+        if path.exists():
+            path.chmod(0o600)
 
 
 def url_of(host: str, port: int) -> str:
@@ -109,6 +130,7 @@ async def serve(
         )
     if config.app:  # before anything is made on disk: a bad app changes nothing
         await _maybe_await(load_setup(config.app)(engine))
+    private_data_dir(config)
     sock = listen(config)
     host, port = sock.getsockname()[:2]
     url = url_of(str(host), int(port))
@@ -129,18 +151,52 @@ async def serve(
             timeout_graceful_shutdown=REQUEST_GRACE,
         )
     )
-    async with anyio.create_task_group() as signals:
-        # Receiving from before the engine starts until after it has drained: no signal ever
-        # falls to Python's default handlers (a KeyboardInterrupt inside the drain).
-        await signals.start(_on_signals, server, engine, name="signals")
-        async with engine:
-            logger.info("daemon_listening", url=url, store=str(config.store_path))
-            if on_ready is not None:
-                on_ready(url)
-            await server.serve(sockets=[sock])
-            logger.info("daemon_draining", drain_timeout=config.drain_timeout)
-        signals.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as signals:
+            # Receiving from before the engine starts until after it has drained: no signal
+            # ever falls to Python's default handlers (a KeyboardInterrupt inside the drain).
+            await signals.start(_on_signals, server, engine, name="signals")
+            async with engine:
+                logger.info("daemon_listening", url=url, store=str(config.store_path))
+                if on_ready is not None:
+                    on_ready(url)
+                try:
+                    await server.serve(sockets=[sock])
+                except anyio.get_cancelled_exc_class():
+                    # Nothing of the daemon's cancels the server: the engine's task group
+                    # failed. Stop now (no drain), and never outlive it half alive.
+                    logger.critical("daemon_engine_failed", grace=FAILED_EXIT_GRACE)
+                    _exit_after(FAILED_EXIT_GRACE)
+                    engine.core.abandon_drain()
+                    raise
+                logger.info("daemon_draining", drain_timeout=config.drain_timeout)
+            signals.cancel_scope.cancel()
+    except Exception as exc:  # the engine's failure, as its task group raised it
+        logger.critical("daemon_engine_failed", error=_first_error(exc), exc_info=exc)
+        _exit_now(1)
     logger.info("daemon_stopped")
+
+
+def _first_error(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process at once: what is committed is safe (as after kill -9), and a thread
+    left running must not keep a daemon that no longer serves alive."""
+    logging.shutdown()  # the log lines that say why go out first
+    os._exit(code)
+
+
+def _exit_after(seconds: float) -> None:
+    """A last resort once the engine has failed: if stopping what is left takes longer than
+    ``seconds``, the process ends anyway. A timer thread, not a task: the event loop may be
+    what is stuck."""
+    timer = threading.Timer(seconds, _exit_now, (1,))
+    timer.daemon = True
+    timer.start()
 
 
 async def _on_signals(

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..log import logger
 from ..models import EventTriggerSpec, ExecutionRecord, TriggerRecord, id_salt
 from ..triggers.matcher import TriggerIndex
-from ..log import logger
 
 #: Creates an execution for a firing: (trigger, body, lineage, event summary, once key).
 CreateExecution = Callable[

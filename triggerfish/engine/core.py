@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from .._json import dumps
+from .. import _json
 from ..errors import (
     ConfigurationError,
     EngineClosedError,
@@ -41,6 +41,7 @@ from ..errors import (
     TriggerNotFoundError,
     UnknownFunctionError,
 )
+from ..log import debug_enabled, logger
 from ..models import (
     CronTriggerSpec,
     ErrorInfo,
@@ -65,8 +66,8 @@ from ..triggers.definitions import validate_spec
 from .bus import EventBus
 from .clock import CronClock
 from .deadlines import DeadlineQueue
-from ..log import debug_enabled, logger
 from .replica import protocol
+from .replica.views import JSON, REPR, TRUNCATED, WHOLE_LIMIT
 from .runtimes.abc import ReplicaPlan, Runtime
 from .runtimes.process import ProcessRuntime
 from .scheduler import ErrorTriple, PoolCallbacks, ServicePool, Slots
@@ -77,6 +78,9 @@ UNFINISHED = (PENDING, RUNNING, ExecutionStatus.CANCELLING)
 MAX_LOG_ENTRIES = 10_000
 MAX_LOG_TEXT = 64 * 1024
 MAX_RESULT_BYTES = 256 * 1024 * 1024  # sqlite refuses a value over 1e9 bytes
+VIEW_KINDS = frozenset({JSON, TRUNCATED, REPR})
+#: The largest result view an Execution statusChanged event carries as its result.
+EVENT_RESULT_LIMIT = 64 * 1024
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -102,6 +106,20 @@ def _stamp_created(record: ExecutionRecord, message: str, now: float) -> None:
 
 def _pickled_input(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
     return pickle.dumps((args, dict(kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def checked_view(view: Any) -> tuple[str, str]:
+    """A result view as a replica sent it, if it has the shape of one (its text is checked
+    where it is shown)."""
+    if (
+        type(view) is tuple
+        and len(view) == 2
+        and view[0] in VIEW_KINDS
+        and type(view[1]) is str
+        and len(view[1]) <= WHOLE_LIMIT
+    ):
+        return view
+    return (REPR, "a result its replica sent no JSON view of")
 
 
 def raise_for_outcome(record: ExecutionRecord) -> bytes:
@@ -243,6 +261,8 @@ class EngineCore(PoolCallbacks):
         self._born: dict[str, ExecutionRecord] = {}
         self._emit_waiting: set[str] = set()
         self._refused: set[str] = set()
+        # New executions the store could not take, with why, until their submitter hears it.
+        self._unstored: dict[str, str] = {}
 
     # -- registration and life ------------------------------------------------------------
 
@@ -483,7 +503,18 @@ class EngineCore(PoolCallbacks):
         committed. They are queued at once, so they may already run by then."""
         records = self._new_records(function, inputs, parent_id, lineage)
         await self.store.insert(records)
+        self._raise_unstored(records)
         return [record.id for record in records]
+
+    def _raise_unstored(self, records: Iterable[ExecutionRecord | str]) -> None:
+        """Tell the submitter of new executions that the store could not take."""
+        if not self._unstored:
+            return
+        ids = [r if isinstance(r, str) else r.id for r in records]
+        whys = [(i, why) for i in ids if (why := self._unstored.pop(i, None)) is not None]
+        if whys:
+            execution_id, why = whys[0]
+            raise ConfigurationError(f"execution {execution_id} could not be stored: {why}")
 
     async def submit_watched(
         self,
@@ -497,6 +528,7 @@ class EngineCore(PoolCallbacks):
         records = self._new_records(function, inputs, parent_id, lineage)
         watched = [(record.id, self._watch(record.id)) for record in records]
         await self.store.insert(records)
+        self._raise_unstored(records)
         return watched
 
     def _new_records(
@@ -621,6 +653,7 @@ class EngineCore(PoolCallbacks):
             record.max_attempts = record.attempts + own.max_attempts
             record.error = None
             record.result = None
+            record.result_view = None
             record.finished_at = None
             self._status(record, PENDING, "rerun", now)
             self._requeue(record)
@@ -662,18 +695,19 @@ class EngineCore(PoolCallbacks):
         for name, value in (("resource", resource), ("action", action)):
             if not isinstance(value, str) or not value:
                 raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
-        try:
-            dumps(body)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"the event body must be JSON: {exc}") from None
+            _json.check(value, name)
+        _json.check(body, "body")
         if resource_id is None and isinstance(body, dict) and body.get("id") is not None:
             resource_id = str(body["id"])
+        if resource_id is not None:
+            _json.check(resource_id, "resource_id")
         created = [r.id for r in self.bus.publish(resource, action, body, resource_id, lineage)]
         if not created:
             return []
         self._emit_waiting.update(created)
         try:
             await self.store.flush()
+            self._raise_unstored(created)
             return [i for i in created if i not in self._refused]
         finally:
             self._emit_waiting.difference_update(created)
@@ -910,10 +944,16 @@ class EngineCore(PoolCallbacks):
     # -- the status machine ---------------------------------------------------------------
 
     def _committed(
-        self, written: Sequence[tuple[str, ExecutionStatus]], refused: Collection[str]
+        self,
+        written: Sequence[tuple[str, ExecutionStatus]],
+        refused: Collection[str],
+        failed: Mapping[str, str],
     ) -> None:
         """After each commit: start what triggers made, forget finished executions, wake who
-        waits for them, and drop executions whose once key had fired before."""
+        waits for them, and drop executions whose once key had fired before or that the store
+        could not take."""
+        for execution_id, why in failed.items():
+            self._unstorable(execution_id, why)
         for execution_id in refused:
             if self._born.pop(execution_id, None) is None:
                 self._fired_again(execution_id)
@@ -940,6 +980,25 @@ class EngineCore(PoolCallbacks):
             if waiter is not None:
                 waiter.record = record
                 waiter.event.set()
+
+    def _unstorable(self, execution_id: str, why: str) -> None:
+        """An execution the store could not write (its own fault, such as a value no row can
+        hold): it is dropped, and whoever submitted or waits for it hears why."""
+        self._born.pop(execution_id, None)
+        record = self.live.pop(execution_id, None)
+        if record is None:
+            return
+        pool = self.pools.get(record.service)
+        if pool is not None and execution_id not in self._placement:
+            pool.remove(record)
+        self._backoff.disarm(execution_id)
+        self._unstored[execution_id] = why
+        waiter = self._waiters.pop(execution_id, None)
+        if waiter is not None:
+            record.status = ExecutionStatus.FAILED
+            record.error = ("StoreError", f"the store could not take it: {why}", "")
+            waiter.record = record
+            waiter.event.set()
 
     def _fired_again(self, execution_id: str) -> None:
         """A cron firing that went to its pool before its commit was refused by its fire
@@ -986,11 +1045,16 @@ class EngineCore(PoolCallbacks):
         }
         if record.error is not None:
             body["error"] = {"type": record.error[0], "message": record.error[1]}
-        if record.status is ExecutionStatus.SUCCEEDED and record.result is not None:
-            try:
-                body["result"] = pickle.loads(record.result)
-            except Exception:  # a class only the replica knows: the event carries no result
-                body["result"] = None
+        if record.status is ExecutionStatus.SUCCEEDED and record.result_view is not None:
+            # The result as its replica showed it in JSON, never unpickled here; one too
+            # large for an event (or with no JSON form) is left out, and its kind says so.
+            kind, text = record.result_view
+            body["result_encoding"] = kind
+            if kind == JSON and len(text) <= EVENT_RESULT_LIMIT:
+                try:
+                    body["result"] = _json.loads(text)
+                except ValueError:  # not the JSON its replica claimed
+                    body["result_encoding"] = REPR
         return body
 
     def _finish(
@@ -1054,43 +1118,57 @@ class EngineCore(PoolCallbacks):
             logger.debug("execution_started", execution_id=record.id, replica_id=slots.replica.id)
 
     def replica_messages(self, pool: ServicePool, slots: Slots, messages: list[Any]) -> None:
+        """What a replica said. A message that is not of the protocol's shape (a replica that
+        is broken, or hostile) ends that replica, never the engine."""
         now = time.time()
         save = self.store.save
-        for message in messages:
-            kind = message[0]
-            if kind == protocol.DONE:
-                self._done(pool, slots, message[1], message[2], message[3], now)
-                continue
-            if kind == protocol.CALL:
-                assert self._task_group is not None
-                self._task_group.start_soon(self._serve_call, slots, message)
-                continue
-            record = slots.assigned.get(message[1])
-            if record is None:
-                continue
-            if kind == protocol.LOG:
-                if len(record.logs) < MAX_LOG_ENTRIES:
-                    text = message[3]
-                    if len(text) > MAX_LOG_TEXT:
-                        text = text[:MAX_LOG_TEXT] + "\n[triggerfish: line truncated]\n"
-                    record.logs.append((now, message[2], text))
-                elif len(record.logs) == MAX_LOG_ENTRIES:
-                    record.logs.append((now, "stderr", "[triggerfish: log truncated]\n"))
-            elif kind == protocol.PROGRESS:
-                record.progress = message[2]
-                record.status_log.append((now, record.status, message[2], message[3]))
-                if record.id in self._timeouts:  # progress restarts the timeout
-                    self._timeouts.arm(
-                        record.id, self.functions[record.function].timeout, time.monotonic()
-                    )
-            elif kind == protocol.YIELD:
-                record.result = message[2]
-            save(record)
-            if self._followers:
-                self._touched(record.id)
+        try:
+            for message in messages:
+                kind = message[0]
+                if kind == protocol.DONE:
+                    self._done(pool, slots, message[1], message[2], message[3], message[4], now)
+                    continue
+                if kind == protocol.CALL:
+                    assert self._task_group is not None
+                    self._task_group.start_soon(self._serve_call, slots, message)
+                    continue
+                record = slots.assigned.get(message[1])
+                if record is None:
+                    continue
+                if kind == protocol.LOG:
+                    if len(record.logs) < MAX_LOG_ENTRIES:
+                        text = message[3]
+                        if len(text) > MAX_LOG_TEXT:
+                            text = text[:MAX_LOG_TEXT] + "\n[triggerfish: line truncated]\n"
+                        record.logs.append((now, message[2], text))
+                    elif len(record.logs) == MAX_LOG_ENTRIES:
+                        record.logs.append((now, "stderr", "[triggerfish: log truncated]\n"))
+                elif kind == protocol.PROGRESS:
+                    record.progress = message[2]
+                    record.status_log.append((now, record.status, message[2], message[3]))
+                    if record.id in self._timeouts:  # progress restarts the timeout
+                        self._timeouts.arm(
+                            record.id, self.functions[record.function].timeout, time.monotonic()
+                        )
+                elif kind == protocol.YIELD:
+                    record.result = message[2]
+                    record.result_view = checked_view(message[3])
+                save(record)
+                if self._followers:
+                    self._touched(record.id)
+        except (IndexError, KeyError, TypeError, ValueError, AttributeError):
+            logger.exception("replica_message_refused", replica_id=slots.replica.id)
+            slots.replica.kill()
 
     def _done(
-        self, pool: ServicePool, slots: Slots, execution_id: str, ok: bool, payload: Any, now: float
+        self,
+        pool: ServicePool,
+        slots: Slots,
+        execution_id: str,
+        ok: bool,
+        payload: Any,
+        view: Any,
+        now: float,
     ) -> None:
         record = slots.assigned.get(execution_id)
         if record is None:
@@ -1112,6 +1190,7 @@ class EngineCore(PoolCallbacks):
             self._attempt_failed(record, error, now=now, timed_out=False)
         elif ok:
             record.result = payload
+            record.result_view = checked_view(view)
             record.error = None
             self._finish(record, ExecutionStatus.SUCCEEDED, "", now)
         else:
@@ -1214,8 +1293,9 @@ class EngineCore(PoolCallbacks):
                     function, [blob], parent_id=parent_id, lineage=lineage
                 )
                 reply = raise_for_outcome(await self.wait_for(waiter))
-            elif op == "emit":
-                resource, action, body, resource_id = payload
+            elif op == "emit":  # the body comes as JSON text: read under the boundary's rules
+                resource, action, text, resource_id = payload
+                body = _json.parse(text, "body")
                 reply = await self.emit(resource, action, body, resource_id, lineage)
             elif op == "await_result":
                 child, timeout = payload

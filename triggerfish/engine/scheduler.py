@@ -18,9 +18,9 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ..errors import ImageBuildError
+from ..log import logger
 from ..models import ExecutionRecord, FunctionSpec, ServiceSpec, ServiceState
 from .deadlines import DeadlineQueue
-from ..log import logger
 from .replica import protocol
 from .runtimes.abc import Replica, ReplicaListener, ReplicaPlan, Runtime
 

@@ -222,6 +222,12 @@ class Engine:
         self, service: ServiceSpec, functions: dict[str, FunctionSpec], payload: dict[str, Any]
     ) -> None:
         payload["concurrency"] = service.concurrency
+        # An application that answers JSON answers with its result's view: made whole.
+        payload["whole_views"] = [
+            name
+            for name, spec in functions.items()
+            if spec.application and spec.output_serializer == "json"
+        ]
         try:
             blob = bytes(cloudpickle.dumps(payload))
         except Exception as exc:

@@ -14,6 +14,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ..errors import ConfigurationError, EngineClosedError
+from ..log import logger
 from ..models import (
     Deployment,
     ExecutionRecord,
@@ -25,6 +26,10 @@ from ..models import (
 from .abc import CommitListener, Store
 
 T = TypeVar("T")
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 def next_revision(
@@ -74,13 +79,12 @@ class Batch:
 
     executions: list[tuple[str, Any]] = field(default_factory=list)  # (id, snapshot)
     once: dict[str, tuple[str, str]] = field(default_factory=dict)  # execution id -> key
+    # New executions a trigger fired (execution id -> trigger id): each one written raises
+    # its trigger's count of firings, in the same transaction.
+    fired: dict[str, str] = field(default_factory=dict)
     triggers: list[Any] = field(default_factory=list)  # whole rows: new or changed specs
     trigger_states: list[Any] = field(default_factory=list)  # counters and cursor only
     deleted_triggers: list[str] = field(default_factory=list)
-
-    @property
-    def simple(self) -> bool:
-        return not (self.once or self.triggers or self.trigger_states or self.deleted_triggers)
 
 
 class GroupCommitStore(Store):
@@ -102,8 +106,11 @@ class GroupCommitStore(Store):
     def __init__(self) -> None:
         self._pending: dict[str, ExecutionRecord] = {}
         self._once: dict[str, tuple[str, str]] = {}
+        self._fired: dict[str, str] = {}
         self._triggers: dict[str, TriggerRecord | None] = {}  # None: delete
         self._written_specs: dict[str, object] = {}  # trigger id -> the spec its row holds
+        # Executions the store could not take: their later saves are dropped, not retried.
+        self._unstorable: set[str] = set()
         self._wake = anyio.Event()
         self._pending_committed = anyio.Event()
         self._inflight_committed: anyio.Event | None = None
@@ -129,6 +136,10 @@ class GroupCommitStore(Store):
     @abstractmethod
     def _snapshot_trigger_state(self, trigger: TriggerRecord) -> Any:
         """The trigger's counters and cursor, for a row whose spec is already written."""
+
+    @abstractmethod
+    def _trigger_id_of(self, snapshot: Any) -> str:
+        """The id of the trigger a trigger snapshot (whole or state only) belongs to."""
 
     @abstractmethod
     async def _write(self, batch: Batch) -> set[str]:
@@ -170,6 +181,8 @@ class GroupCommitStore(Store):
         self.save(record)
         if once is not None:
             self._once[record.id] = once
+        if record.trigger_id is not None:
+            self._fired[record.id] = record.trigger_id
 
     def save_trigger(self, trigger: TriggerRecord) -> None:
         self._check_open()
@@ -211,24 +224,33 @@ class GroupCommitStore(Store):
         finally:
             self._stopped.set()
 
-    def _take_pending(self) -> tuple[list[ExecutionRecord], dict[str, tuple[str, str]], bool]:
-        """The executions (with their once keys) for the next commit: all that are queued, or
-        the first ``batch_limit`` of them; and whether that drains the queue."""
+    def _take_pending(
+        self,
+    ) -> tuple[list[ExecutionRecord], dict[str, tuple[str, str]], dict[str, str], bool]:
+        """The executions (with their once keys and the triggers that fired them) for the next
+        commit: all that are queued, or the first ``batch_limit`` of them; and whether that
+        drains the queue."""
         if len(self._pending) <= self.batch_limit:
             records = list(self._pending.values())
-            once, self._pending, self._once = self._once, {}, {}
-            return records, once, True
+            once, fired = self._once, self._fired
+            self._pending, self._once, self._fired = {}, {}, {}
+            return records, once, fired, True
         records = list(itertools.islice(self._pending.values(), self.batch_limit))
-        once = {}
+        once, fired = {}, {}
         for record in records:
             del self._pending[record.id]
             key = self._once.pop(record.id, None)
             if key is not None:
                 once[record.id] = key
-        return records, once, False
+            trigger_id = self._fired.pop(record.id, None)
+            if trigger_id is not None:
+                fired[record.id] = trigger_id
+        return records, once, fired, False
 
     async def _commit_pending(self) -> None:
-        records, once, drained = self._take_pending()
+        records, once, fired, drained = self._take_pending()
+        if self._unstorable:
+            records = [r for r in records if r.id not in self._unstorable]
         if drained:
             # Trigger rows ride with the commit that empties the queue, never before the
             # executions queued with them: a cron cursor must not be stored ahead of its
@@ -239,18 +261,86 @@ class GroupCommitStore(Store):
         else:
             triggers, done = {}, anyio.Event()  # flush() waits for the commit that drains
         self._inflight_committed = done
-        batch = Batch(executions=[(r.id, self._snapshot(r)) for r in records], once=once)
-        self._add_triggers(batch, triggers)
+        failed: dict[str, str] = {}
+        try:
+            executions = [(r.id, self._snapshot(r)) for r in records]
+            batch = Batch(executions=executions, once=once, fired=fired)
+            self._add_triggers(batch, triggers)
+        except Exception:  # one record's snapshot fails: find it, commit the others
+            for trigger_id in triggers:  # the failed try may have marked specs as written
+                self._written_specs.pop(trigger_id, None)
+            batch = self._snapshot_apart(records, once, triggers, failed)
+            batch.fired = {i: t for i, t in fired.items() if i not in failed}
         statuses = [(r.id, r.status) for r in records]
         # A commit that has begun finishes even when the engine is being cancelled.
         with anyio.CancelScope(shield=True):
             async with self._writing:
-                refused = await self._write(batch)
+                try:
+                    refused = await self._write(batch)
+                except Exception:
+                    refused = await self._write_apart(batch, failed)
         self._inflight_committed = None
         done.set()
+        if failed:
+            self._unstorable.update(i for i in failed if not i.startswith("trg-"))
         if self._listener is not None:
-            written = [s for s in statuses if s[0] not in refused] if refused else statuses
-            self._listener(written, refused)
+            lost = refused | failed.keys() if failed else refused
+            written = [s for s in statuses if s[0] not in lost] if lost else statuses
+            self._listener(written, refused, failed)
+
+    def _snapshot_apart(
+        self,
+        records: list[ExecutionRecord],
+        once: dict[str, tuple[str, str]],
+        triggers: dict[str, TriggerRecord | None],
+        failed: dict[str, str],
+    ) -> Batch:
+        """The batch of what can be snapshotted, each record on its own; the others go to
+        ``failed`` with why (a value no row can hold, such as JSON too deep to write)."""
+        batch = Batch()
+        for record in records:
+            try:
+                batch.executions.append((record.id, self._snapshot(record)))
+            except Exception as exc:
+                failed[record.id] = _why(exc)
+                continue
+            if record.id in once:
+                batch.once[record.id] = once[record.id]
+        for trigger_id, trigger in triggers.items():
+            try:
+                self._add_triggers(batch, {trigger_id: trigger})
+            except Exception as exc:
+                failed[trigger_id] = _why(exc)
+        return batch
+
+    async def _write_apart(self, batch: Batch, failed: dict[str, str]) -> set[str]:
+        """A batch whose write failed, written again one execution or trigger at a time, so
+        one that the store cannot take fails alone (into ``failed``) and never the writer;
+        the refused executions of those written."""
+        refused: set[str] = set()
+        pieces: list[tuple[str, Batch]] = []
+        for execution_id, row in batch.executions:
+            key = batch.once.get(execution_id)
+            once = {execution_id: key} if key is not None else {}
+            trigger_id = batch.fired.get(execution_id)
+            fired = {execution_id: trigger_id} if trigger_id is not None else {}
+            piece = Batch(executions=[(execution_id, row)], once=once, fired=fired)
+            pieces.append((execution_id, piece))
+        for row in batch.triggers:
+            pieces.append((self._trigger_id_of(row), Batch(triggers=[row])))
+        for row in batch.trigger_states:
+            pieces.append((self._trigger_id_of(row), Batch(trigger_states=[row])))
+        for trigger_id in batch.deleted_triggers:
+            pieces.append((trigger_id, Batch(deleted_triggers=[trigger_id])))
+        for item_id, piece in pieces:
+            try:
+                refused |= await self._write(piece)
+            except Exception as exc:
+                failed[item_id] = _why(exc)
+                self._written_specs.pop(item_id, None)
+        for item_id, why in failed.items():
+            logger.error("store_write_refused", id=item_id, error=why)
+        return refused
 
     def _add_triggers(self, batch: Batch, triggers: dict[str, TriggerRecord | None]) -> None:
         written = self._written_specs

@@ -9,7 +9,7 @@ milliseconds older than the engine's live one, never a newer one.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from anyio.abc import TaskGroup
 
@@ -25,9 +25,12 @@ from ..models import (
 
 __all__ = ["CommitListener", "Store"]
 
-#: Told, after each commit, the (id, status) of every execution that commit wrote, and the ids
-#: of the new executions it refused because their once key had fired before.
-CommitListener = Callable[[Sequence[tuple[str, ExecutionStatus]], Collection[str]], None]
+#: Told, after each commit, the (id, status) of every execution that commit wrote; the ids of
+#: the new executions it refused because their once key had fired before; and the executions
+#: (and triggers) it could not write at all, by id, with why.
+CommitListener = Callable[
+    [Sequence[tuple[str, ExecutionStatus]], Collection[str], Mapping[str, str]], None
+]
 
 
 class Store(ABC):
@@ -46,6 +49,9 @@ class Store(ABC):
       also within the same commit and across restarts.
     * Trigger records are saved and deleted through the same writer, in the same commits.
     * The commit listener is called after each commit, in commit order, with what was written.
+    * A record or trigger the store cannot write (a value no row holds) fails alone: the rest
+      of its commit is written, the listener is told of it with why, and later saves of that
+      execution are dropped. The writer itself never fails of what it was given.
     * Reads return copies: changing a returned record never changes the store.
     * A ``function`` filter names a function; the executions of its pinned revisions
       (``name@1``, ``name@2``... the functions of a deployed service) count as its own, while

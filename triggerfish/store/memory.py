@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Collection
+from typing import Any
 
 from ..models import (
     Deployment,
@@ -39,6 +40,7 @@ class MemoryStore(GroupCommitStore):
         self._codebases: dict[str, bytes] = {}
         self._versions: dict[str, list[Deployment]] = {}
         self._inactive: set[str] = set()
+        self._fired_counts: dict[str, int] = {}  # trigger id -> executions it fired, as stored
 
     async def _open(self) -> None:
         pass
@@ -54,6 +56,10 @@ class MemoryStore(GroupCommitStore):
 
     _snapshot_trigger_state = _snapshot_trigger  # a copy is as cheap as a part of one
 
+    def _trigger_id_of(self, snapshot: Any) -> str:
+        trigger: TriggerRecord = snapshot
+        return trigger.id
+
     async def _write(self, batch: Batch) -> set[str]:
         refused = set()
         for execution_id, key in batch.once.items():
@@ -65,7 +71,14 @@ class MemoryStore(GroupCommitStore):
             if execution_id not in refused:
                 self._rows[execution_id] = record
         for trigger in (*batch.triggers, *batch.trigger_states):
+            trigger.fired = self._fired_counts.get(trigger.id, 0)  # the count is the store's own
             self._trigger_rows[trigger.id] = trigger
+        for execution_id, trigger_id in batch.fired.items():
+            if execution_id not in refused:
+                self._fired_counts[trigger_id] = self._fired_counts.get(trigger_id, 0) + 1
+                row = self._trigger_rows.get(trigger_id)
+                if row is not None:
+                    row.fired = self._fired_counts[trigger_id]
         for trigger_id in batch.deleted_triggers:
             self._trigger_rows.pop(trigger_id, None)
         return refused

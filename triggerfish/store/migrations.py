@@ -102,3 +102,22 @@ MIGRATIONS += (
     ALTER TABLE fires_by_key RENAME TO fires;
     """,
 )
+
+# A result's JSON view, made by the replica beside its pickle (kind: json, truncated or repr):
+# what the API shows and pipelines read, so that nothing here unpickles what a replica made.
+MIGRATIONS += (
+    """
+    ALTER TABLE executions ADD COLUMN result_view_kind TEXT;
+    ALTER TABLE executions ADD COLUMN result_view TEXT;
+    """,
+)
+
+# A trigger's count of firings in a column of its own, raised in the transaction that stores
+# the executions it fired: a count saved with the trigger's state, a commit later, was lost by
+# a crash in between, while the executions ran after the restart.
+MIGRATIONS += (
+    """
+    ALTER TABLE triggers ADD COLUMN fired INTEGER NOT NULL DEFAULT 0;
+    UPDATE triggers SET fired = COALESCE(json_extract(stats, '$.fired'), 0);
+    """,
+)

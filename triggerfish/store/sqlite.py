@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from typing import Annotated, Any, TypeVar, cast
 
 import aiosqlite
 import anyio
+import anyio.to_thread
 from anyio.abc import TaskGroup, TaskStatus
 from pydantic import Field, TypeAdapter
 
@@ -50,20 +52,21 @@ T = TypeVar("T")
 _COLUMNS = (
     "id, function, service, status, input, max_attempts, attempts, failed_attempts, result, "
     "error, progress, status_log, logs, parent_id, created_at, started_at, finished_at, "
-    "trigger_id, event, lineage"
+    "trigger_id, event, lineage, result_view_kind, result_view"
 )
-_NCOLS = 20
+_NCOLS = 22
 _UPDATE = (
     "ON CONFLICT (id) DO UPDATE SET status=excluded.status, max_attempts=excluded.max_attempts, "
     "attempts=excluded.attempts, failed_attempts=excluded.failed_attempts, "
-    "result=excluded.result, error=excluded.error, progress=excluded.progress, "
+    "result=excluded.result, result_view_kind=excluded.result_view_kind, "
+    "result_view=excluded.result_view, error=excluded.error, progress=excluded.progress, "
     "status_log=excluded.status_log, logs=excluded.logs, started_at=excluded.started_at, "
     "finished_at=excluded.finished_at"
 )
-_ROW_PARAMS = "(" + ", ".join("?" * _NCOLS) + ")"
-# One statement is one implicit transaction and one trip to aiosqlite's thread: about a third
-# of BEGIN + executemany + COMMIT. sqlite allows 32766 parameters in a statement.
-_ROWS_PER_STATEMENT = 32766 // _NCOLS
+# One statement for every execution row, bound again for each: sqlite keeps a prepared
+# statement with the values last bound to it, so a multi-row statement per row count (as this
+# was) kept that many rows' inputs alive per count, hundreds of MB under large inputs.
+_UPSERT = f"INSERT INTO executions ({_COLUMNS}) VALUES ({', '.join('?' * _NCOLS)}) {_UPDATE}"
 _FIRES_PER_STATEMENT = 32766 // 4
 _TRIGGER_UPSERT = (
     "INSERT INTO triggers (id, name, spec, created_at, stats, cursor) VALUES (?, ?, ?, ?, ?, ?) "
@@ -79,12 +82,6 @@ _WAL_RESTART_PAGES = 16_000
 _SPEC: TypeAdapter[EventTriggerSpec | CronTriggerSpec] = TypeAdapter(
     Annotated[EventTriggerSpec | CronTriggerSpec, Field(discriminator="type")]
 )
-
-
-@functools.lru_cache(maxsize=64)
-def _upsert(rows: int) -> str:
-    values = ", ".join([_ROW_PARAMS] * rows)
-    return f"INSERT INTO executions ({_COLUMNS}) VALUES {values} {_UPDATE}"
 
 
 def _row(record: ExecutionRecord) -> tuple[Any, ...]:
@@ -109,6 +106,7 @@ def _row(record: ExecutionRecord) -> tuple[Any, ...]:
         record.trigger_id,
         None if record.event is None else _dumps(record.event),
         _dumps(record.lineage) if record.lineage else None,
+        *(record.result_view or (None, None)),
     )
 
 
@@ -135,13 +133,13 @@ def _record(row: Any) -> ExecutionRecord:
         trigger_id=row[17],
         event=loads(row[18]) if row[18] is not None else None,
         lineage=tuple(loads(row[19])) if row[19] is not None else (),
+        result_view=(row[20], row[21]) if row[20] is not None else None,
     )
 
 
 def _trigger_stats(trigger: TriggerRecord) -> str:
-    return _dumps(
+    return _dumps(  # "fired" has a column of its own, raised by the commits that fire
         {
-            "fired": trigger.fired,
             "suppressed": trigger.suppressed,
             "last_suppressed_reason": trigger.last_suppressed_reason,
             "last_suppressed_at": trigger.last_suppressed_at,
@@ -169,20 +167,18 @@ def _trigger_state_row(trigger: TriggerRecord) -> tuple[Any, ...]:
 def _write_batch(connection: sqlite3.Connection, batch: Batch) -> set[str]:
     """Write a group commit; the ids of executions refused by their once key. Runs on the
     connection's thread."""
-    if batch.simple:
-        # Each statement commits on its own; a row holds a whole execution, so a crash
-        # between two statements leaves every row whole (waiters hear after the last one).
-        _upsert_executions(connection, [row for _, row in batch.executions])
-        return set()
     # Fire records, the executions they allow, and trigger rows: one transaction.
     connection.execute("BEGIN IMMEDIATE")
     try:
         refused = _insert_fires(connection, batch.once)
-        _upsert_executions(connection, [r for eid, r in batch.executions if eid not in refused])
+        rows = [r for eid, r in batch.executions if eid not in refused]
+        connection.executemany(_UPSERT, rows)
         if batch.triggers:
             connection.executemany(_TRIGGER_UPSERT, batch.triggers)
         if batch.trigger_states:
             connection.executemany(_TRIGGER_STATE_UPDATE, batch.trigger_states)
+        if batch.fired:
+            _count_firings(connection, batch.fired, refused)
         for trigger_id in batch.deleted_triggers:
             connection.execute("DELETE FROM triggers WHERE id = ?", (trigger_id,))
     except BaseException:
@@ -192,10 +188,14 @@ def _write_batch(connection: sqlite3.Connection, batch: Batch) -> set[str]:
     return refused
 
 
-def _upsert_executions(connection: sqlite3.Connection, rows: list[Any]) -> None:
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[start : start + _ROWS_PER_STATEMENT]
-        connection.execute(_upsert(len(chunk)), [v for row in chunk for v in row])
+def _count_firings(
+    connection: sqlite3.Connection, fired: dict[str, str], refused: set[str]
+) -> None:
+    counts = Counter(t for execution_id, t in fired.items() if execution_id not in refused)
+    connection.executemany(
+        "UPDATE triggers SET fired = fired + ? WHERE id = ?",
+        [(count, trigger_id) for trigger_id, count in counts.items()],
+    )
 
 
 def _insert_fires(connection: sqlite3.Connection, once: dict[str, tuple[str, str]]) -> set[str]:
@@ -236,6 +236,13 @@ def _where(
     return clauses, params
 
 
+def _make_private_file(path: Path) -> None:
+    """The database file, made readable by its owner alone if it is new: it holds every
+    input, result and log. sqlite gives its -wal and -shm files the mode of this file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+
+
 class SqliteStore(GroupCommitStore):
     """Executions in a sqlite file; ``":memory:"`` keeps them in memory for the engine's life."""
 
@@ -255,7 +262,7 @@ class SqliteStore(GroupCommitStore):
 
     async def _open(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            await anyio.to_thread.run_sync(_make_private_file, Path(self.path))
         db = await aiosqlite.connect(self.path, isolation_level=None)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")
@@ -323,6 +330,10 @@ class SqliteStore(GroupCommitStore):
     def _snapshot_trigger_state(self, trigger: TriggerRecord) -> tuple[Any, ...]:
         return _trigger_state_row(trigger)
 
+    def _trigger_id_of(self, snapshot: Any) -> str:
+        row: tuple[Any, ...] = snapshot  # whole: (id, name, ...); state: (stats, cursor, id)
+        return str(row[0] if len(row) == 6 else row[2])
+
     async def _write(self, batch: Batch) -> set[str]:
         self._written(len(batch.executions) + len(batch.triggers) + len(batch.trigger_states))
         return await self._in_connection_thread(functools.partial(_write_batch, batch=batch))
@@ -354,11 +365,13 @@ class SqliteStore(GroupCommitStore):
 
     async def list_triggers(self) -> list[TriggerRecord]:
         cursor = await self._conn.execute(
-            "SELECT id, spec, created_at, stats, cursor FROM triggers ORDER BY created_at, id"
+            "SELECT id, spec, created_at, stats, cursor, fired FROM triggers "
+            "ORDER BY created_at, id"
         )
         triggers = []
-        for trigger_id, spec, created_at, stats, position in await cursor.fetchall():
+        for trigger_id, spec, created_at, stats, position, fired in await cursor.fetchall():
             numbers = loads(stats)
+            numbers["fired"] = fired
             triggers.append(
                 TriggerRecord(
                     id=trigger_id,

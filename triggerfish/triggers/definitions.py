@@ -18,7 +18,6 @@ Filters and cron specs are validated here as well, so a definition accepted here
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -31,6 +30,7 @@ from ..models import (
     TriggerSpec,
     allowed_modes,
     definition_error,
+    load_document,
 )
 from .cron import CronSchedule
 from .filters import compile_filter
@@ -82,11 +82,7 @@ def validate_spec(spec: TriggerSpec, where: str = "trigger") -> TriggerSpec:
 
 def parse_trigger(definition: Any, where: str = "trigger") -> TriggerSpec:
     """One trigger definition (a dict, or JSON text) as a validated spec."""
-    if isinstance(definition, str | bytes):
-        try:
-            definition = json.loads(definition)
-        except json.JSONDecodeError as exc:
-            raise DefinitionError(where, f"malformed JSON: {exc}") from None
+    definition = load_document(definition, where)
     if not isinstance(definition, dict):
         raise DefinitionError(where, "a trigger definition must be a JSON object")
     if isinstance(definition.get("spec"), dict):  # Dataloop's nested form
@@ -138,11 +134,7 @@ def parse_trigger(definition: Any, where: str = "trigger") -> TriggerSpec:
 
 def parse_service_triggers(service: Any) -> list[TriggerSpec]:
     """The triggers a service JSON lists (``service.triggers``), each validated."""
-    if isinstance(service, str | bytes):
-        try:
-            service = json.loads(service)
-        except json.JSONDecodeError as exc:
-            raise DefinitionError("service", f"malformed JSON: {exc}") from None
+    service = load_document(service, "service")
     if not isinstance(service, dict):
         raise DefinitionError("service", "a service definition must be a JSON object")
     triggers = service.get("triggers", [])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import json
 import pickle
 from collections.abc import Callable
 from typing import Any
@@ -93,12 +94,12 @@ class ExecutionContext:
     ) -> list[str]:
         """Publish an event from inside the function (it carries this execution's lineage, so
         loop protection sees it); returns the ids of the executions it caused."""
-        return list(self._blocking("emit", (resource, action, body, resource_id)))
+        return list(self._blocking("emit", (resource, action, _event_json(body), resource_id)))
 
     async def aemit(
         self, resource: str, action: str, body: Any = None, resource_id: str | None = None
     ) -> list[str]:
-        return list(await self._async("emit", (resource, action, body, resource_id)))
+        return list(await self._async("emit", (resource, action, _event_json(body), resource_id)))
 
     async def astart(self, function: str, /, *args: Any, **kwargs: Any) -> str:
         return str(await self._async("start", (function, cloudpickle.dumps((args, kwargs)))))
@@ -127,3 +128,12 @@ current: contextvars.ContextVar[ExecutionContext] = contextvars.ContextVar(
 def current_context() -> ExecutionContext:
     """The context of the execution running in this thread or task (a local one outside)."""
     return current.get(_LOCAL)
+
+
+def _event_json(body: Any) -> str:
+    """An event's body goes to the engine as JSON text, made here: the engine reads what a
+    replica sends as plain data only, never rebuilding an object of a class."""
+    try:
+        return json.dumps(body, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"the event body must be JSON: {exc}") from None

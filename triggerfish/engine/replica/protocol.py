@@ -14,13 +14,20 @@ replica -> engine
     (INIT_FAILED, error)                  error: (type, message, traceback)
     (PROGRESS, execution_id, percent, message)
     (LOG, execution_id, stream, text)
-    (YIELD, execution_id, value)          a generator's latest value, pickled
-    (DONE, execution_id, ok, payload)     payload: pickled result, or error triple
+    (YIELD, execution_id, value, view)    a generator's latest value, pickled, and its view
+    (DONE, execution_id, ok, payload, view)   payload: pickled result, or error triple; view:
+                                          the result's JSON view (see views.py), or None
     (CALL, execution_id, request_id, op, payload)   a nested invocation from inside a function
+
+The engine reads what a replica sends with ``decode_from_replica``, which rebuilds plain data
+only (tuples, lists, dicts, strings, bytes, numbers): a replica runs user code, and a pickle
+that names a class or a function can run code where it is unpickled. What a replica sends is
+made of those types alone; results and arguments travel as pickled bytes inside, unopened.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import struct
@@ -66,8 +73,25 @@ def encode(messages: list[tuple[Any, ...]]) -> bytes:
 
 
 def decode(body: bytes) -> list[tuple[Any, ...]]:
+    """A frame from the engine (the replica trusts it)."""
     result: list[tuple[Any, ...]] = pickle.loads(body)
     return result
+
+
+class _PlainData(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"a frame may not name {module}.{name}")
+
+
+def decode_from_replica(body: bytes) -> list[tuple[Any, ...]]:
+    """A frame from a replica: plain data only, a list of tuples. ``pickle.UnpicklingError``
+    for anything else (the replica is then treated as broken)."""
+    messages = _PlainData(io.BytesIO(body)).load()
+    if not isinstance(messages, list) or not all(
+        isinstance(m, tuple) and m and isinstance(m[0], str) for m in messages
+    ):
+        raise pickle.UnpicklingError("a frame is a list of message tuples")
+    return messages
 
 
 def read_exactly(fd: int, size: int) -> bytes | None:

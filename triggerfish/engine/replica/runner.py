@@ -44,6 +44,7 @@ import cloudpickle
 from triggerfish import errors
 
 from . import protocol as p
+from . import views
 from .context import ExecutionContext, Progress, current
 
 ErrorTriple = tuple[str, str, str]
@@ -219,6 +220,7 @@ class Runner:
         self.loop = asyncio.new_event_loop()
         self.functions: dict[str, Callable[..., Any]] = {}
         self.async_functions: set[str] = set()
+        self.whole_views: frozenset[str] = frozenset()  # applications answering whole JSON
         self.running: dict[str, Running] = {}
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.requests: dict[int, concurrent.futures.Future[Any]] = {}
@@ -279,6 +281,7 @@ class Runner:
                 self.functions = load_codebase(spec)
             else:
                 self.functions = dict(spec["functions"])
+            self.whole_views = frozenset(spec.get("whole_views", ()))
             for name, target in self.functions.items():
                 unwrapped = inspect.unwrap(target)
                 if inspect.iscoroutinefunction(unwrapped) or inspect.isasyncgenfunction(unwrapped):
@@ -367,7 +370,7 @@ class Runner:
             if inspect.isgenerator(result):
                 last = None
                 for last in result:
-                    self.outbox.send((p.YIELD, running.execution_id, self._dump(last)))
+                    self._yielded(running, last)
                 result = last
             return (True, result)
         except BaseException as exc:
@@ -379,7 +382,7 @@ class Runner:
             if inspect.isasyncgenfunction(inspect.unwrap(target)):
                 last = None
                 async for last in target(*args, **kwargs):
-                    self.outbox.send((p.YIELD, running.execution_id, self._dump(last)))
+                    self._yielded(running, last)
                 result = last
             else:
                 result = await target(*args, **kwargs)
@@ -399,11 +402,22 @@ class Runner:
         except Exception as exc:
             raise TypeError(f"the function's result cannot be pickled: {exc}") from exc
 
+    def _view(self, running: Running, value: Any) -> views.View:
+        """The result's JSON view: bounded, or whole for an application that answers JSON."""
+        if value is None:
+            return views.NULL
+        limit = views.WHOLE_LIMIT if running.function in self.whole_views else views.VIEW_LIMIT
+        return views.result_view(value, limit)
+
+    def _yielded(self, running: Running, value: Any) -> None:
+        view = self._view(running, value)
+        self.outbox.send((p.YIELD, running.execution_id, self._dump(value), view))
+
     def _complete(self, running: Running, outcome: tuple[bool, Any]) -> None:
         ok, value = outcome
         if ok:
             try:
-                self._finish(running, True, self._dump(value))
+                self._finish(running, True, self._dump(value), self._view(running, value))
             except TypeError as exc:
                 self._finish(running, False, _error_triple(exc))
             return
@@ -411,12 +425,14 @@ class Runner:
             value = errors.InvocationCancelledError("cancelled")
         self._finish(running, False, _error_triple(value))
 
-    def _finish(self, running: Running, ok: bool, payload: Any) -> None:
+    def _finish(
+        self, running: Running, ok: bool, payload: Any, view: views.View | None = None
+    ) -> None:
         for stream, buffer in running.buffers.items():
             if buffer.parts:
                 self.outbox.send((p.LOG, running.execution_id, stream, "".join(buffer.parts)))
         self.running.pop(running.execution_id, None)
-        done = (p.DONE, running.execution_id, ok, payload)
+        done = (p.DONE, running.execution_id, ok, payload, view)
         if self.running:
             self.outbox.send(done)  # busy: let results gather into frames
         else:

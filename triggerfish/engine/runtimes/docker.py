@@ -40,8 +40,8 @@ from anyio import CancelScope
 from anyio.abc import TaskGroup, TaskStatus
 
 from ...errors import ConfigurationError
-from ...models import FunctionSpec, ServiceSpec
 from ...log import logger
+from ...models import FunctionSpec, ServiceSpec
 from ..replica import protocol
 from .abc import Replica, ReplicaListener, ReplicaPlan, Runtime
 from .frames import LinkedReplica

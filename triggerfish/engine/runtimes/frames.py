@@ -9,6 +9,7 @@ import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, ByteStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from ...log import logger
 from ..replica import protocol
 from .abc import Replica, ReplicaListener
 
@@ -54,7 +55,12 @@ class FrameLink:
                 anyio.ClosedResourceError,
             ):
                 return
-            self._on_messages(protocol.decode(body))
+            try:
+                messages = protocol.decode_from_replica(body)
+            except Exception as exc:  # not plain data: the replica is broken, or hostile
+                logger.error("replica_frame_refused", error=f"{type(exc).__name__}: {exc}")
+                return
+            self._on_messages(messages)
 
     async def write_loop(self, stream: ByteSendStream) -> None:
         try:

@@ -40,8 +40,8 @@ import aiodocker
 import anyio
 
 from ...errors import ImageBuildError
-from ...models import FunctionSpec
 from ...log import logger
+from ...models import FunctionSpec
 
 __all__ = ["BuildState", "ImageBuild", "ImageBuilder", "Recipe", "build_log_dir", "recipe_for"]
 
