@@ -82,6 +82,14 @@ class Batch:
     # New executions a trigger fired (execution id -> trigger id): each one written raises
     # its trigger's count of firings, in the same transaction.
     fired: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def simple(self) -> bool:
+        """Executions alone: no fire record, no trigger to write with them."""
+        return not (
+            self.once or self.fired or self.triggers or self.trigger_states or self.deleted_triggers
+        )
+
     triggers: list[Any] = field(default_factory=list)  # whole rows: new or changed specs
     trigger_states: list[Any] = field(default_factory=list)  # counters and cursor only
     deleted_triggers: list[str] = field(default_factory=list)

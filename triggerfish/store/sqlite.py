@@ -63,10 +63,17 @@ _UPDATE = (
     "status_log=excluded.status_log, logs=excluded.logs, started_at=excluded.started_at, "
     "finished_at=excluded.finished_at"
 )
-# One statement for every execution row, bound again for each: sqlite keeps a prepared
-# statement with the values last bound to it, so a multi-row statement per row count (as this
-# was) kept that many rows' inputs alive per count, hundreds of MB under large inputs.
-_UPSERT = f"INSERT INTO executions ({_COLUMNS}) VALUES ({', '.join('?' * _NCOLS)}) {_UPDATE}"
+_ROW_PARAMS = "(" + ", ".join("?" * _NCOLS) + ")"
+# A statement of many rows is one trip through sqlite for all of them, which one statement bound
+# again for each row is not (about a tenth slower here). But sqlite keeps a prepared statement
+# with the values last bound to it, and the connection caches a statement per row count: with
+# large inputs that kept hundreds of MB alive. So rows go in a statement of their count only
+# while what they bind is small (the cache then holds at most _CACHED_STATEMENTS times that);
+# larger ones go through the one-row statement, which holds one row.
+_ROWS_PER_STATEMENT = 32766 // _NCOLS  # sqlite allows 32766 parameters in a statement
+_SMALL_BINDING = 64 * 1024
+_CACHED_STATEMENTS = 128
+_BIG_COLUMNS = (4, 8, 11, 12, 18, 21)  # input, result, status_log, logs, event, result_view
 _FIRES_PER_STATEMENT = 32766 // 4
 _TRIGGER_UPSERT = (
     "INSERT INTO triggers (id, name, spec, created_at, stats, cursor) VALUES (?, ?, ?, ?, ?, ?) "
@@ -82,6 +89,32 @@ _WAL_RESTART_PAGES = 16_000
 _SPEC: TypeAdapter[EventTriggerSpec | CronTriggerSpec] = TypeAdapter(
     Annotated[EventTriggerSpec | CronTriggerSpec, Field(discriminator="type")]
 )
+
+
+@functools.lru_cache(maxsize=_CACHED_STATEMENTS)
+def _upsert(rows: int) -> str:
+    values = ", ".join([_ROW_PARAMS] * rows)
+    return f"INSERT INTO executions ({_COLUMNS}) VALUES {values} {_UPDATE}"
+
+
+def _bound_size(rows: list[tuple[Any, ...]]) -> int:
+    return sum(len(row[i]) for row in rows for i in _BIG_COLUMNS if row[i] is not None)
+
+
+def _upsert_executions(connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Write execution rows (see _SMALL_BINDING): in one transaction if it is begun, else each
+    statement in its own (every row whole either way)."""
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        if len(chunk) > 1 and _bound_size(chunk) > _SMALL_BINDING:
+            began = not connection.in_transaction
+            if began:
+                connection.execute("BEGIN IMMEDIATE")
+            connection.executemany(_upsert(1), chunk)
+            if began:
+                connection.execute("COMMIT")
+        else:
+            connection.execute(_upsert(len(chunk)), [v for row in chunk for v in row])
 
 
 def _row(record: ExecutionRecord) -> tuple[Any, ...]:
@@ -167,12 +200,16 @@ def _trigger_state_row(trigger: TriggerRecord) -> tuple[Any, ...]:
 def _write_batch(connection: sqlite3.Connection, batch: Batch) -> set[str]:
     """Write a group commit; the ids of executions refused by their once key. Runs on the
     connection's thread."""
+    if batch.simple:
+        # A row holds a whole execution: a crash between two statements leaves every row
+        # whole (waiters hear of them after the last one).
+        _upsert_executions(connection, [row for _, row in batch.executions])
+        return set()
     # Fire records, the executions they allow, and trigger rows: one transaction.
     connection.execute("BEGIN IMMEDIATE")
     try:
         refused = _insert_fires(connection, batch.once)
-        rows = [r for eid, r in batch.executions if eid not in refused]
-        connection.executemany(_UPSERT, rows)
+        _upsert_executions(connection, [r for eid, r in batch.executions if eid not in refused])
         if batch.triggers:
             connection.executemany(_TRIGGER_UPSERT, batch.triggers)
         if batch.trigger_states:
@@ -263,7 +300,9 @@ class SqliteStore(GroupCommitStore):
     async def _open(self) -> None:
         if self.path != ":memory:":
             await anyio.to_thread.run_sync(_make_private_file, Path(self.path))
-        db = await aiosqlite.connect(self.path, isolation_level=None)
+        db = await aiosqlite.connect(
+            self.path, isolation_level=None, cached_statements=_CACHED_STATEMENTS
+        )
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")
         if self.path != ":memory:":
