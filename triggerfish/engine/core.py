@@ -1051,8 +1051,8 @@ class EngineCore(PoolCallbacks):
             kind, text = record.result_view
             body["result_encoding"] = kind
             if kind == JSON and len(text) <= EVENT_RESULT_LIMIT:
-                try:
-                    body["result"] = _json.loads(text)
+                try:  # read as input from outside: a replica's text could be anything
+                    body["result"] = _json.parse(text, "result")
                 except ValueError:  # not the JSON its replica claimed
                     body["result_encoding"] = REPR
         return body

@@ -50,6 +50,9 @@ def load_input(blob: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return args, kwargs
 
 
+#: Set by the process runtime: the runner makes a process group of its own as it starts.
+OWN_GROUP_ENV = "TRIGGERFISH_OWN_PROCESS_GROUP"
+
 INIT = "init"
 RUN = "run"
 CANCEL = "cancel"

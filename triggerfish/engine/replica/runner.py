@@ -545,8 +545,8 @@ def connect(address: str) -> int:
 
 
 def _leave(code: int) -> NoReturn:
-    """Exit now. A runner that leads its own process group (a local replica: the engine
-    starts each in a new session) kills the group, itself included, as its last act, so that
+    """Exit now. A runner that leads its own process group (a local replica: see main) kills
+    the group, itself included, as its last act, so that
     nothing its functions started outlives it, even when the engine is gone (killed with
     kill -9, it can kill nothing). Not as pid 1 (a container's), whose group is everything."""
     pid = os.getpid()
@@ -556,6 +556,10 @@ def _leave(code: int) -> NoReturn:
 
 
 def main() -> None:
+    if os.environ.pop(p.OWN_GROUP_ENV, None) == "1":
+        # A process group of its own, before anything can start a child: what its functions
+        # start is killed with it (by the engine, or by _leave).
+        os.setpgid(0, 0)
     # A crash in C code prints the Python stack to stderr, whose tail the engine puts in the
     # error of the executions that were running ("died: killed by signal 11 ...").
     faulthandler.enable()
