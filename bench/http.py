@@ -36,7 +36,6 @@ import itertools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -50,17 +49,11 @@ from triggerfish import Client, Engine  # noqa: E402
 
 sys.path.append(str(HERE))
 from bench_app import echo, setup  # noqa: E402
-from common import percentile, wait_ready  # noqa: E402
+from common import free_port, percentile, wait_ready  # noqa: E402
 
 
 def say(text: str) -> None:
     print(text, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def round_trips(call: Callable[[int], Awaitable[Any]], calls: int) -> list[float]:
