@@ -96,15 +96,20 @@ def test_engine_kill9_with_cron_firings_run_but_not_stored(tmp_path: Path) -> No
         text=True,
     )
     assert app.stdout is not None
-    assert app.stdout.readline().strip() == "held"  # a firing is stored; no commit after it
-    held_at = len(ticks.read_text().split())
-    deadline = time.monotonic() + 15
-    while len(ticks.read_text().split()) < held_at + 2:
-        assert time.monotonic() < deadline, "the clock stopped firing while the writer was held"
-        time.sleep(0.05)
-    app.send_signal(signal.SIGKILL)
-    app.wait(timeout=10)
-    app.stdout.close()
+    try:
+        assert app.stdout.readline().strip() == "held"  # a firing is stored; no commit after
+        deadline = time.monotonic() + 15
+        while not ticks.exists():  # stored may come before it ran (its replica may be starting)
+            assert time.monotonic() < deadline, "the stored firing never ran"
+            time.sleep(0.05)
+        held_at = len(ticks.read_text().split())
+        while len(ticks.read_text().split()) < held_at + 2:
+            assert time.monotonic() < deadline, "the clock stopped firing while the writer was held"
+            time.sleep(0.05)
+    finally:  # killed whatever happened: nothing of it outlives the test
+        app.send_signal(signal.SIGKILL)
+        app.wait(timeout=10)
+        app.stdout.close()
     ran = ticks.read_text().split()
 
     report = _restart(env, "cron-resume", db, tmp_path)

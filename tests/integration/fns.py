@@ -255,3 +255,29 @@ def nested_bad_timeout() -> object:
 def print_forever() -> None:
     while True:
         print("x" * 50)
+
+
+def _planted(marker: str) -> object:
+    """What unpickling a ``Planted`` result runs: it leaves the unpickling process's pid in
+    ``marker``. Only a process that unpickles the result gets here."""
+    with open(marker, "a") as out:
+        out.write(f"{os.getpid()}\n")
+    return {"rebuilt": True}
+
+
+class Planted:
+    """A result whose pickle runs code where it is unpickled."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (_planted, (self.marker,))
+
+
+def planted(marker: str) -> Planted:
+    return Planted(marker)
+
+
+def result_of(summary: dict[str, object]) -> object:
+    return [summary["result"], summary.get("result_encoding")]
