@@ -155,7 +155,9 @@ def _exit_words(code: int | None, oom: bool, memory: float) -> str:
 
 
 class ContainerReplica(LinkedReplica):
-    kill_wait = _API_TIMEOUT
+    # Longer than removing a container may take (remove_container's own bound), so that the
+    # runtime never closes its Docker client under a replica still being removed.
+    kill_wait = 2 * _API_TIMEOUT
 
     def __init__(
         self,
