@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import threading
 import time
 import zipfile
@@ -16,6 +15,7 @@ import pytest
 
 from triggerfish import Client, InvocationFailedError
 
+from ..unit.test_codebase import zeros_zip
 from .helpers import Daemon, cli, poll, wait_finished
 
 ZIP = "application/zip"
@@ -177,26 +177,8 @@ def zip_bomb(inflated: int, declared: int) -> bytes:
     """A codebase zip whose ``data.bin`` holds ``inflated`` zero bytes (deflated: a
     thousandth of that) while its local header and central directory declare ``declared``."""
     package = {"name": "bomb", "modules": [{"entryPoint": "main.py", "functions": [{"name": "f"}]}]}
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("package.json", json.dumps(package))
-        archive.writestr("main.py", "def f():\n    return 1\n")
-        with archive.open("data.bin", "w") as member:
-            chunk = bytes(1024 * 1024)
-            for start in range(0, inflated, len(chunk)):
-                member.write(chunk[: inflated - start])
-    data = bytearray(buffer.getvalue())
-    end = data.rfind(b"PK\x05\x06")
-    (count,) = struct.unpack_from("<H", data, end + 10)
-    (entry,) = struct.unpack_from("<I", data, end + 16)
-    for _ in range(count):
-        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, entry + 28)
-        if data[entry + 46 : entry + 46 + name_length] == b"data.bin":
-            (local,) = struct.unpack_from("<I", data, entry + 42)
-            struct.pack_into("<I", data, entry + 24, declared)  # central directory
-            struct.pack_into("<I", data, local + 22, declared)  # local file header
-        entry += 46 + name_length + extra_length + comment_length
-    return bytes(data)
+    files = {"package.json": json.dumps(package), "main.py": "def f():\n    return 1\n"}
+    return zeros_zip(inflated, declared, files=files)
 
 
 def test_a_zip_bomb_is_refused_while_the_daemon_stays_healthy(daemon: Daemon) -> None:

@@ -30,14 +30,22 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def _zeros_zip(size: int, declared: int | None = None, *, forged_crc: bool = False) -> bytes:
-    """A zip of ``main.py`` and ``data.bin``, ``size`` zero bytes deflated (written in chunks,
-    so a big one costs no memory). With ``declared``, a zip bomb: data.bin's size in its local
-    header and in the central directory say ``declared`` instead; ``forged_crc`` gives it the
-    CRC of its first ``declared`` bytes too, which stock zipfile then reads without a word."""
+def zeros_zip(
+    size: int,
+    declared: int | None = None,
+    *,
+    forged_crc: bool = False,
+    files: dict[str, str] | None = None,
+) -> bytes:
+    """A zip of ``files`` (default: a ``main.py``) and ``data.bin``, ``size`` zero bytes
+    deflated (written in chunks, so a big one costs no memory). With ``declared``, a zip bomb:
+    data.bin's size in its local header and in the central directory say ``declared``
+    instead; ``forged_crc`` gives it the CRC of its first ``declared`` bytes too, which stock
+    zipfile then reads without a word."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("main.py", "x = 1\n")
+        for name, text in (files or {"main.py": "x = 1\n"}).items():
+            archive.writestr(name, text)
         with archive.open("data.bin", "w") as member:
             zeros = bytes(MiB)
             for start in range(0, size, MiB):
@@ -90,7 +98,7 @@ def test_a_codebase_over_the_limit_is_refused_with_a_clear_error(tmp_path: Path)
 
 @pytest.mark.parametrize("forged_crc", [False, True])
 def test_a_zip_bomb_is_refused_by_the_bytes_it_inflates(forged_crc: bool) -> None:
-    bomb = _zeros_zip(8 * MiB, declared=1024, forged_crc=forged_crc)
+    bomb = zeros_zip(8 * MiB, declared=1024, forged_crc=forged_crc)
     assert len(bomb) < 64 * 1024
     assert zipfile.ZipFile(io.BytesIO(bomb)).getinfo("data.bin").file_size == 1024
     with pytest.raises(ConfigurationError) as caught:
@@ -101,7 +109,7 @@ def test_a_zip_bomb_is_refused_by_the_bytes_it_inflates(forged_crc: bool) -> Non
         caught.value
     )
     # The same content, honest, passes within the limit and is refused beyond it.
-    honest = _zeros_zip(8 * MiB)
+    honest = zeros_zip(8 * MiB)
     assert codebase.check_zip(honest, unpacked_limit=9 * MiB) == ["main.py", "data.bin"]
     with pytest.raises(ConfigurationError, match=r"too large: unpacked, .* declare 8388614 "):
         codebase.check_zip(honest, unpacked_limit=MiB)
@@ -109,7 +117,7 @@ def test_a_zip_bomb_is_refused_by_the_bytes_it_inflates(forged_crc: bool) -> Non
 
 @pytest.mark.parametrize("forged_crc", [False, True])
 def test_a_member_inflating_past_its_declared_size_is_refused(forged_crc: bool) -> None:
-    bomb = _zeros_zip(8 * MiB, declared=1024, forged_crc=forged_crc)
+    bomb = zeros_zip(8 * MiB, declared=1024, forged_crc=forged_crc)
     # Within the limit, still a lie; with a forged CRC, the CRC of all it inflates is wrong.
     lie = r"'data\.bin' declares 1024 bytes but inflates to "
     expected = lie + (r"more than \d+: Bad CRC-32" if forged_crc else "8388608; it is refused")
@@ -133,7 +141,7 @@ def test_damaged_and_unusual_members_are_refused_naming_them() -> None:
 def test_extract_refuses_a_bomb_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bomb = _zeros_zip(8 * MiB, declared=1024)
+    bomb = zeros_zip(8 * MiB, declared=1024)
     with pytest.raises(ConfigurationError, match="too large when inflated"):
         codebase.extract(bomb, tmp_path / "out", unpacked_limit=MiB)
     assert list(tmp_path.iterdir()) == []
@@ -142,7 +150,7 @@ def test_extract_refuses_a_bomb_and_leaves_nothing(
     with pytest.raises(ConfigurationError, match="too large when inflated"):
         codebase.extract(bomb, tmp_path / "out", unpacked_limit=MiB)
     assert list(tmp_path.iterdir()) == []
-    target = codebase.extract(_zeros_zip(2 * MiB), tmp_path / "out", unpacked_limit=3 * MiB)
+    target = codebase.extract(zeros_zip(2 * MiB), tmp_path / "out", unpacked_limit=3 * MiB)
     assert (target / "data.bin").stat().st_size == 2 * MiB
 
 
@@ -173,11 +181,11 @@ def _traced_peak(work: Callable[[], object]) -> int:
 def test_checking_and_extracting_take_memory_by_the_chunk_not_by_the_member(
     tmp_path: Path,
 ) -> None:
-    bomb = _zeros_zip(64 * MiB, declared=1024)
+    bomb = zeros_zip(64 * MiB, declared=1024)
     with pytest.raises(ConfigurationError, match="inflates to 67108864"):
         codebase.check_zip(bomb, unpacked_limit=128 * MiB)
     assert _traced_peak(lambda: codebase.check_zip(bomb, unpacked_limit=128 * MiB)) < 8 * MiB
-    honest = _zeros_zip(64 * MiB)
+    honest = zeros_zip(64 * MiB)
     target = tmp_path / "out"
     peak = _traced_peak(lambda: codebase.extract(honest, target, unpacked_limit=128 * MiB))
     assert (target / "data.bin").stat().st_size == 64 * MiB
