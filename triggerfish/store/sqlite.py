@@ -403,12 +403,12 @@ class SqliteStore(GroupCommitStore):
         await db.execute("COMMIT")
 
     async def list_triggers(self) -> list[TriggerRecord]:
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT id, spec, created_at, stats, cursor, fired FROM triggers "
             "ORDER BY created_at, id"
         )
         triggers = []
-        for trigger_id, spec, created_at, stats, position, fired in await cursor.fetchall():
+        for trigger_id, spec, created_at, stats, position, fired in rows:
             numbers = loads(stats)
             numbers["fired"] = fired
             triggers.append(
@@ -450,20 +450,20 @@ class SqliteStore(GroupCommitStore):
                 clauses.append(clause)
                 params.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             f"SELECT id FROM executions {where} ORDER BY id DESC LIMIT ?", (*params, limit)
         )
-        return [row[0] for row in await cursor.fetchall()]
+        return [row[0] for row in rows]
 
     async def find(
         self, *, function: str | None = None, statuses: Collection[ExecutionStatus] | None = None
     ) -> list[ExecutionRecord]:
         clauses, params = _where(function, statuses)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             f"SELECT {_COLUMNS} FROM executions {where} ORDER BY id", params
         )
-        return [_record(row) for row in await cursor.fetchall()]
+        return [_record(row) for row in rows]
 
     # -- packages and deployed services --------------------------------------------------
 
@@ -503,7 +503,7 @@ class SqliteStore(GroupCommitStore):
         return await self._exclusive(write)
 
     async def package_revisions(self, name: str) -> list[PackageRevision]:
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT revision, package, codebase_sha256, codebase_size, created_at "
             "FROM package_revisions WHERE name = ? ORDER BY revision",
             (name,),
@@ -517,14 +517,14 @@ class SqliteStore(GroupCommitStore):
                 codebase_size=size,
                 created_at=datetime.fromtimestamp(created_at, UTC),
             )
-            for revision, package, sha256, size, created_at in await cursor.fetchall()
+            for revision, package, sha256, size, created_at in rows
         ]
 
     async def package_names(self) -> list[str]:
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT DISTINCT name FROM package_revisions ORDER BY name"
         )
-        return [row[0] for row in await cursor.fetchall()]
+        return [row[0] for row in rows]
 
     async def codebase(self, sha256: str) -> bytes | None:
         rows = await self._conn.execute_fetchall(
@@ -566,7 +566,7 @@ class SqliteStore(GroupCommitStore):
 
     async def service_versions(self, name: str | None = None) -> list[Deployment]:
         where, params = ("WHERE name = ?", (name,)) if name is not None else ("", ())
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT name, version, package, revision, module, definition, created_at "
             f"FROM service_versions {where} ORDER BY name, version",
             params,
@@ -581,7 +581,7 @@ class SqliteStore(GroupCommitStore):
                 definition=ServiceDefinition.model_validate_json(row[5]),
                 created_at=datetime.fromtimestamp(row[6], UTC),
             )
-            for row in await cursor.fetchall()
+            for row in rows
         ]
 
     async def set_service_active(self, name: str, active: bool) -> None:
@@ -596,16 +596,16 @@ class SqliteStore(GroupCommitStore):
         await self._exclusive(write)
 
     async def inactive_services(self) -> set[str]:
-        cursor = await self._conn.execute("SELECT name FROM services WHERE active = 0")
-        return {row[0] for row in await cursor.fetchall()}
+        rows = await self._conn.execute_fetchall("SELECT name FROM services WHERE active = 0")
+        return {row[0] for row in rows}
 
     async def count_by_status(self, *, function: str | None = None) -> dict[ExecutionStatus, int]:
         clauses, params = _where(function, None)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             f"SELECT status, COUNT(*) FROM executions {where} GROUP BY status", params
         )
         counts = dict.fromkeys(ExecutionStatus, 0)
-        for status, count in await cursor.fetchall():
+        for status, count in rows:
             counts[ExecutionStatus(status)] = count
         return counts
