@@ -22,6 +22,19 @@ pytestmark = pytest.mark.slow
 EXAMPLES = 15
 
 
+def fuzzing(examples: int) -> Any:
+    """The settings of a fuzz run over one operation: ``examples`` generated requests,
+    reproducible (derandomized, no database), no deadline, no health checks."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+
+
 def _long_wait(value: object) -> bool:
     try:
         return float(str(value)) > 0.5
@@ -70,14 +83,7 @@ def test_no_input_gets_a_server_error(
     for operation in operations:
         strategy = operation.as_strategy(generation_mode=mode)
 
-        @settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            phases=[Phase.explicit, Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
+        @fuzzing(EXAMPLES)
         @given(case=strategy, timeout=st.sampled_from(["0", "0.01"]))
         def run(case: Case[Any], timeout: str) -> None:
             if case.query and _long_wait(case.query.get("timeout")):

@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from .helpers import Daemon
-from .test_fuzz import _long_wait, _operations, api_schema
+from .test_fuzz import _long_wait, _operations, api_schema, fuzzing
 
 pytestmark = pytest.mark.slow
 
@@ -175,14 +175,7 @@ def test_every_operation_without_a_valid_key_is_401(
     for operation in operations:
         strategy = operation.as_strategy(generation_mode=mode)
 
-        @settings(
-            max_examples=KEYLESS_EXAMPLES,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            phases=[Phase.explicit, Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
+        @fuzzing(KEYLESS_EXAMPLES)
         @given(case=strategy, timeout=st.sampled_from(["0", "0.01"]))
         def run(case: Case[Any], timeout: str) -> None:
             if case.query and _long_wait(case.query.get("timeout")):

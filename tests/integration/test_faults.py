@@ -186,28 +186,42 @@ async def test_replica_killed_mid_execution_is_retried(
     assert any("ReplicaDiedError" in c.message for c in execution.status_log)
 
 
+async def _kill_a_forking_replica(
+    engine: triggerfish.Engine, tmp_path: Path, leave_group: bool
+) -> tuple[int, float, InvocationFailedError]:
+    """Run ``fork_then_sleep`` (its child holds the replica's pipes), kill -9 the replica;
+    the child's pid, when the kill was sent, and the error the execution ended with."""
+    pids_file = tmp_path / "pids"
+    handle = engine.handle(fns.fork_then_sleep)
+    execution_id = await handle.start(str(pids_file), 60, leave_group)
+    replica_pid, child_pid = map(int, (await wait_for_file(pids_file)).split())
+    try:
+        assert alive(child_pid)
+        kill9(replica_pid)
+        killed = anyio.current_time()
+        with pytest.raises(InvocationFailedError) as caught:
+            await handle.await_result(execution_id, timeout=10)
+    except BaseException:
+        _kill_if_alive(child_pid)
+        raise
+    return child_pid, killed, caught.value
+
+
 async def test_a_forked_child_holding_the_pipes_does_not_hide_the_replicas_death(
     make_engine: MakeEngine, tmp_path: Path
 ) -> None:
-    pids_file = tmp_path / "pids"
     engine = make_engine()
     engine.function(fns.fork_then_sleep, timeout=20)
     async with engine:
-        handle = engine.handle(fns.fork_then_sleep)
-        execution_id = await handle.start(str(pids_file), 60)
-        replica_pid, child_pid = map(int, (await wait_for_file(pids_file)).split())
+        child_pid, killed, failure = await _kill_a_forking_replica(engine, tmp_path, False)
         try:
-            assert alive(child_pid)
-            kill9(replica_pid)
-            killed = anyio.current_time()
-            with pytest.raises(InvocationFailedError) as caught:
-                await handle.await_result(execution_id, timeout=10)
             # Seen from the process's exit, not when the child that holds its pipes exits,
             # and well before the function's 20 s timeout.
             assert anyio.current_time() - killed < 5
-            assert caught.value.error_type == "ReplicaDiedError"
-            assert "killed by signal 9 (SIGKILL)" in caught.value.error_message
-            assert (await handle.get(execution_id)).status is S.FAILED
+            assert failure.error_type == "ReplicaDiedError"
+            assert "killed by signal 9 (SIGKILL)" in failure.error_message
+            execution = await engine.handle(fns.fork_then_sleep).get(failure.execution_id)
+            assert execution.status is S.FAILED
             assert await _gone(child_pid)  # killed with the replica's process group
         finally:
             _kill_if_alive(child_pid)
@@ -216,21 +230,14 @@ async def test_a_forked_child_holding_the_pipes_does_not_hide_the_replicas_death
 async def test_a_child_that_left_the_group_delays_the_replicas_death_two_seconds_at_most(
     make_engine: MakeEngine, tmp_path: Path
 ) -> None:
-    pids_file = tmp_path / "pids"
     engine = make_engine()
     engine.function(fns.fork_then_sleep, timeout=20)
     async with engine:
-        handle = engine.handle(fns.fork_then_sleep)
-        execution_id = await handle.start(str(pids_file), 60, True)
-        replica_pid, child_pid = map(int, (await wait_for_file(pids_file)).split())
+        child_pid, killed, failure = await _kill_a_forking_replica(engine, tmp_path, True)
         try:
-            kill9(replica_pid)
-            killed = anyio.current_time()
-            with pytest.raises(InvocationFailedError) as caught:
-                await handle.await_result(execution_id, timeout=10)
             # Not killed with the group, it keeps the pipes open: reading stops anyway.
             assert anyio.current_time() - killed < 5
-            assert caught.value.error_type == "ReplicaDiedError"
+            assert failure.error_type == "ReplicaDiedError"
             assert alive(child_pid)
         finally:
             _kill_if_alive(child_pid)
