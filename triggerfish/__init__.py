@@ -10,20 +10,29 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "AttemptFailure",
+    "AttemptTimeoutError",
     "AuthenticationError",
     "Client",
     "ConfigurationError",
+    "CronMissed",
     "DefinitionError",
     "Deployment",
     "Engine",
     "EngineClosedError",
+    "EngineEvent",
+    "EngineStoppedError",
     "ErrorInfo",
     "Execution",
     "ExecutionContext",
+    "ExecutionCreated",
+    "ExecutionLogged",
     "ExecutionNotFoundError",
     "ExecutionPage",
     "ExecutionStatus",
+    "ExecutionStatusChanged",
     "FunctionHandle",
+    "FunctionMissingError",
     "FunctionSpec",
     "ImageBuildError",
     "InvalidInputError",
@@ -36,15 +45,26 @@ __all__ = [
     "PackageNotFoundError",
     "PackageRevision",
     "RemoteError",
+    "ReplicaDiedError",
+    "ReplicaLost",
+    "ReplicaStarted",
+    "ResultTooLargeError",
     "SerializationError",
     "ServiceDefinition",
+    "ServiceInitError",
     "ServiceSpec",
     "ServiceState",
+    "ServiceStateChanged",
     "ServiceStatus",
     "SqliteStore",
     "StatusChange",
     "Store",
+    "StoreRefusedError",
+    "SubscriberLagged",
+    "Subscription",
+    "TriggerFired",
     "TriggerNotFoundError",
+    "TriggerSuppressed",
     "TriggerfishError",
     "UnknownFunctionError",
     "current_context",
@@ -52,10 +72,10 @@ __all__ = [
 ]
 
 _HOMES = {
-    "Engine": "triggerfish.sdk.engine",
+    "Engine": "triggerfish.sdk.entry",
     "method": "triggerfish.sdk.marks",
     "FunctionHandle": "triggerfish.sdk.handle",
-    "Client": "triggerfish.sdk.client",
+    "Client": "triggerfish.sdk.entry",
     "ExecutionContext": "triggerfish.engine.replica.context",
     "current_context": "triggerfish.engine.replica.context",
     "MemoryStore": "triggerfish.store.memory",
@@ -81,6 +101,31 @@ _HOMES = {
     ),
     **dict.fromkeys(
         [
+            "CronMissed",
+            "EngineEvent",
+            "ExecutionCreated",
+            "ExecutionLogged",
+            "ExecutionStatusChanged",
+            "ReplicaLost",
+            "ReplicaStarted",
+            "ServiceStateChanged",
+            "SubscriberLagged",
+            "Subscription",
+            "TriggerFired",
+            "TriggerSuppressed",
+        ],
+        "triggerfish.engine.events",
+    ),
+    **dict.fromkeys(
+        [
+            "AttemptFailure",
+            "AttemptTimeoutError",
+            "EngineStoppedError",
+            "FunctionMissingError",
+            "ReplicaDiedError",
+            "ResultTooLargeError",
+            "ServiceInitError",
+            "StoreRefusedError",
             "AuthenticationError",
             "ConfigurationError",
             "DefinitionError",
@@ -118,13 +163,31 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .engine.events import (
+        CronMissed,
+        EngineEvent,
+        ExecutionCreated,
+        ExecutionLogged,
+        ExecutionStatusChanged,
+        ReplicaLost,
+        ReplicaStarted,
+        ServiceStateChanged,
+        SubscriberLagged,
+        Subscription,
+        TriggerFired,
+        TriggerSuppressed,
+    )
     from .engine.replica.context import ExecutionContext, current_context
     from .errors import (
+        AttemptFailure,
+        AttemptTimeoutError,
         AuthenticationError,
         ConfigurationError,
         DefinitionError,
         EngineClosedError,
+        EngineStoppedError,
         ExecutionNotFoundError,
+        FunctionMissingError,
         ImageBuildError,
         InvalidInputError,
         InvocationCancelledError,
@@ -133,7 +196,11 @@ if TYPE_CHECKING:
         InvocationTimedOutError,
         PackageNotFoundError,
         RemoteError,
+        ReplicaDiedError,
+        ResultTooLargeError,
         SerializationError,
+        ServiceInitError,
+        StoreRefusedError,
         TriggerfishError,
         TriggerNotFoundError,
         UnknownFunctionError,
@@ -153,8 +220,7 @@ if TYPE_CHECKING:
         ServiceStatus,
         StatusChange,
     )
-    from .sdk.client import Client
-    from .sdk.engine import Engine
+    from .sdk.entry import Client, Engine
     from .sdk.handle import FunctionHandle
     from .sdk.marks import method
     from .store.abc import Store

@@ -18,23 +18,46 @@ Every error the library raises on purpose is one of these; errors from the parts
     ├── ExecutionNotFoundError       no execution has that id
     ├── RemoteError                  the daemon could not be reached, or answered an error
     │   └── AuthenticationError      the daemon refused the API key (or none was given)
-    └── InvocationError              an execution ended without a result
-        ├── InvocationFailedError    the function raised, its replica died, or its init failed
-        ├── InvocationCancelledError the execution was cancelled
-        └── InvocationTimedOutError  the execution ran past its timeout
+    ├── InvocationError              an execution ended without a result
+    │   ├── InvocationFailedError    the function raised, its replica died, or its init failed
+    │   ├── InvocationCancelledError the execution was cancelled
+    │   └── InvocationTimedOutError  the execution ran past its timeout
+    └── AttemptFailure               why the engine, not the function, ended an attempt; its
+        │                            name is the ``error.type`` stored with the execution
+        ├── EngineStoppedError       the engine stopped while the attempt ran
+        ├── ReplicaDiedError         the replica running it died
+        ├── ServiceInitError         its service's replicas could not initialize
+        ├── AttemptTimeoutError      no result or progress within the timeout (stored as
+        │                            ``TimeoutError``, the name a function's own timeout has)
+        ├── ResultTooLargeError      a result larger than the store keeps (stored as
+        │                            ``SerializationError``)
+        ├── StoreRefusedError        the store could not take the execution (``StoreError``)
+        └── FunctionMissingError     its service no longer has its function
+                                     (``UnknownFunctionError``)
 
 ``InvocationFailedError`` carries the remote exception's type, message and traceback as text,
 because the exception object itself lives in another process and may not unpickle here.
+
+An ``AttemptFailure`` is never raised to a caller: the engine records it with the execution
+(``error``: type, message, traceback), and a caller sees it as an ``InvocationFailedError`` whose
+``error_type`` is the failure's name. This module imports nothing of the package: everything
+here takes plain fields.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = [
+    "AttemptFailure",
+    "AttemptTimeoutError",
     "AuthenticationError",
     "ConfigurationError",
     "DefinitionError",
     "EngineClosedError",
+    "EngineStoppedError",
     "ExecutionNotFoundError",
+    "FunctionMissingError",
     "ImageBuildError",
     "InvalidInputError",
     "InvocationCancelledError",
@@ -43,11 +66,20 @@ __all__ = [
     "InvocationTimedOutError",
     "PackageNotFoundError",
     "RemoteError",
+    "ReplicaDiedError",
+    "ResultTooLargeError",
     "SerializationError",
+    "ServiceInitError",
+    "StoreRefusedError",
     "TriggerNotFoundError",
     "TriggerfishError",
     "UnknownFunctionError",
+    "invocation_error",
+    "raise_for_outcome",
 ]
+
+#: An error as an execution keeps it: (type name, message, traceback text).
+ErrorTriple = tuple[str, str, str]
 
 
 class TriggerfishError(Exception):
@@ -165,3 +197,102 @@ class InvocationCancelledError(InvocationError):
 
 class InvocationTimedOutError(InvocationError):
     """The execution ran past its timeout (progress updates move the deadline)."""
+
+
+class AttemptFailure(TriggerfishError):
+    """Why the engine ended an attempt, as a kind rather than a string.
+
+    ``stored_as`` is the ``error.type`` recorded with the execution: the class name, unless a
+    name users already match on was stored before the kind had a class."""
+
+    stored_as: ClassVar[str] = ""
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.stored_as or cls.__name__
+
+    def triple(self) -> ErrorTriple:
+        """The failure as the execution records it."""
+        return (self.type_name(), str(self), self.traceback)
+
+
+class EngineStoppedError(AttemptFailure):
+    """The engine stopped (or was killed) while the attempt ran."""
+
+
+class ReplicaDiedError(AttemptFailure):
+    """The replica running the attempt died (or could not start)."""
+
+
+class ServiceInitError(AttemptFailure):
+    """The service's replicas failed to initialize, so the execution could not run."""
+
+
+class AttemptTimeoutError(AttemptFailure):
+    """No result and no progress within the function's timeout."""
+
+    stored_as = "TimeoutError"
+
+
+class ResultTooLargeError(AttemptFailure):
+    """The pickled result is larger than the store keeps."""
+
+    stored_as = "SerializationError"
+
+
+class StoreRefusedError(AttemptFailure):
+    """The store could not write the execution (a value no row can hold)."""
+
+    stored_as = "StoreError"
+
+
+class FunctionMissingError(AttemptFailure):
+    """The execution's service was replaced by one without its function."""
+
+    stored_as = "UnknownFunctionError"
+
+
+def invocation_error(
+    execution_id: str,
+    function: str,
+    status: str,
+    error: ErrorTriple | None,
+) -> InvocationError:
+    """The InvocationError for an execution that did not succeed (or has not finished);
+    ``status`` is the execution's status by its value (``"FAILED"``...)."""
+    etype, emsg, etb = error or ("", "", "")
+    where = f"execution {execution_id} of {function}"
+    if status == "CANCELLED":
+        return InvocationCancelledError(f"{where} was cancelled", execution_id=execution_id)
+    if status == "TIMED_OUT":
+        return InvocationTimedOutError(f"{where} timed out: {emsg}", execution_id=execution_id)
+    if status == "FAILED":
+        return InvocationFailedError(
+            f"{where} failed: {etype}: {emsg}",
+            execution_id=execution_id,
+            error_type=etype,
+            error_message=emsg,
+            remote_traceback=etb,
+        )
+    return InvocationError(f"{where} has not finished ({status})", execution_id=execution_id)
+
+
+#: What an unset result stands for: pickled None (protocol 2 and up all write these bytes).
+PICKLED_NONE = b"\x80\x05N."
+
+
+def raise_for_outcome(
+    execution_id: str,
+    function: str,
+    status: str,
+    error: ErrorTriple | None,
+    result: bytes | None,
+) -> bytes:
+    """The pickled result of a SUCCEEDED execution; its InvocationError otherwise."""
+    if status == "SUCCEEDED":
+        return result or PICKLED_NONE
+    raise invocation_error(execution_id, function, status, error)

@@ -8,6 +8,7 @@ several times per execution on its hot path; ``Execution.from_record`` makes the
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import random
@@ -15,6 +16,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self
@@ -33,6 +35,7 @@ from .errors import ConfigurationError, DefinitionError, InvalidInputError
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "UNFINISHED_STATUSES",
     "AutoscalerDefinition",
     "CronTriggerSpec",
     "Deployment",
@@ -41,6 +44,7 @@ __all__ = [
     "EventTriggerSpec",
     "Execution",
     "ExecutionPage",
+    "ExecutionQuery",
     "ExecutionRecord",
     "ExecutionStatus",
     "FunctionOptions",
@@ -80,6 +84,7 @@ class ExecutionStatus(enum.StrEnum):
     TIMED_OUT = "TIMED_OUT"
 
 
+#: The final statuses: an execution in one of them never changes again (but for a rerun).
 TERMINAL_STATUSES = frozenset(
     {
         ExecutionStatus.SUCCEEDED,
@@ -88,6 +93,8 @@ TERMINAL_STATUSES = frozenset(
         ExecutionStatus.TIMED_OUT,
     }
 )
+#: The statuses of an execution that has not finished: what an engine takes back at start.
+UNFINISHED_STATUSES = frozenset(ExecutionStatus) - TERMINAL_STATUSES
 
 
 class _Frozen(BaseModel):
@@ -132,6 +139,7 @@ class Execution(_Frozen):
     chain of triggers behind it (what loop protection reads). For a function of a deployed
     service, ``function`` is the name pinned to the package revision that ran it
     (``resizer.resize@2``) and ``revision`` is that revision (None for other functions).
+    ``engine_id`` names the engine that ran its latest attempt (None before the first).
     """
 
     id: str
@@ -154,6 +162,7 @@ class Execution(_Frozen):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    engine_id: str | None = None
 
     @property
     def terminated(self) -> bool:
@@ -198,7 +207,82 @@ class Execution(_Frozen):
             created_at=_utc(record.created_at),
             started_at=_utc(record.started_at) if record.started_at else None,
             finished_at=_utc(record.finished_at) if record.finished_at else None,
+            engine_id=record.engine_id,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionQuery:
+    """Which executions a listing selects; every filter that is not None must hold.
+
+    ``function`` names a function, and selects its pinned revisions too (see ``belongs_to``);
+    ``statuses`` is a set of statuses; ``trigger_id`` the trigger that fired them;
+    ``created_after`` and ``created_before`` bound the creation time, [after, before), in unix
+    seconds; ``before`` is an execution id (a page's offset): only older ones; ``limit`` caps
+    how many (None: every one).
+    """
+
+    function: str | None = None
+    statuses: frozenset[ExecutionStatus] | None = None
+    trigger_id: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    before: str | None = None
+    limit: int | None = None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        function: str | None = None,
+        status: ExecutionStatus | str | Iterable[ExecutionStatus | str] | None = None,
+        trigger_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: str | None = None,
+        limit: int | None = None,
+    ) -> ExecutionQuery:
+        """A query from what a caller gives (statuses by value or by member, times as
+        datetimes), refusing a status or a limit that cannot be, by name."""
+        if limit is not None and limit < 1:
+            raise ConfigurationError(f"limit must be at least 1, got {limit}")
+        return cls(
+            function=function,
+            statuses=_statuses(status),
+            trigger_id=trigger_id,
+            created_after=None if since is None else since.timestamp(),
+            created_before=None if until is None else until.timestamp(),
+            before=offset,
+            limit=limit,
+        )
+
+    def replace(self, **fields: Any) -> ExecutionQuery:
+        return dataclasses.replace(self, **fields)
+
+    def matches(self, record: ExecutionRecord) -> bool:
+        """Whether a record is selected (``limit`` aside)."""
+        return (
+            (self.function is None or belongs_to(record.function, self.function))
+            and (self.statuses is None or record.status in self.statuses)
+            and (self.trigger_id is None or record.trigger_id == self.trigger_id)
+            and (self.created_after is None or record.created_at >= self.created_after)
+            and (self.created_before is None or record.created_at < self.created_before)
+            and (self.before is None or record.id < self.before)
+        )
+
+
+def _statuses(
+    status: ExecutionStatus | str | Iterable[ExecutionStatus | str] | None,
+) -> frozenset[ExecutionStatus] | None:
+    if status is None:
+        return None
+    try:
+        if isinstance(status, str):
+            return frozenset((ExecutionStatus(status),))
+        return frozenset(ExecutionStatus(s) for s in status)
+    except ValueError as exc:
+        known = ", ".join(s.value for s in ExecutionStatus)
+        raise ConfigurationError(f"status: {exc} (known: {known})") from None
 
 
 class ExecutionPage(_Frozen):
@@ -301,15 +385,11 @@ class ExecutionRecord:
     trigger_id: str | None = None
     event: dict[str, Any] | None = None
     lineage: tuple[str, ...] = ()
+    engine_id: str | None = None  # the engine that ran its latest attempt
 
     @property
     def terminated(self) -> bool:
         return self.status in TERMINAL_STATUSES
-
-    def change(self, status: ExecutionStatus, message: str = "", now: float | None = None) -> None:
-        """Move to ``status`` and append the change to the status log."""
-        self.status = status
-        self.status_log.append((now or time.time(), status, self.progress, message))
 
 
 class ServiceState(enum.StrEnum):
@@ -405,13 +485,15 @@ class ServiceSpec(_Frozen):
     each running up to ``concurrency`` executions at once. An idle replica above the minimum
     is stopped after ``idle_timeout`` seconds, down to zero if the minimum is zero.
 
-    ``runtime`` says where replicas run: local processes, or containers of ``image`` (or of
-    the image its functions name; they must agree) on the local Docker engine ("docker") or
-    as tasks of a Docker Swarm ("swarm").
+    ``runtime`` names where replicas run: local processes ("process"), or containers of
+    ``image`` (or of the image its functions name; they must agree) on the local Docker
+    engine ("docker") or as tasks of a Docker Swarm ("swarm"); or a runtime registered under
+    another name (see ``engine/runtimes/registry.py``). An engine refuses a service whose
+    runtime it does not know, naming those it knows.
     """
 
     name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
-    runtime: Literal["process", "docker", "swarm"] = "process"
+    runtime: str = Field(default="process", max_length=100, pattern=r"^[A-Za-z_]\w*$")
     image: str | None = None
     min_replicas: int = Field(default=1, ge=0, le=1000)
     max_replicas: int = Field(default=1, ge=1, le=1000)

@@ -24,12 +24,12 @@ def setup(engine: Engine) -> None:
     engine.function(replicas=1, concurrency=2)(explode)
     engine.function(replicas=1, concurrency=32, max_attempts=3)(linger)
     core = engine.core
-    heard = core._committed
+    heard = core.lifecycle.committed
 
     def committed(written: Any, refused: Any, failed: Any) -> None:
         heard(written, refused, failed)
         for execution_id, status in written:
-            record = core.live.get(execution_id)
+            record = core.lifecycle.live.get(execution_id)
             if status == "SUCCEEDED" and record is None and _is_explode(execution_id):
                 raise RuntimeError("a fault planted in the engine")
 
@@ -46,4 +46,4 @@ def setup(engine: Engine) -> None:
         return pairs
 
     core.submit_watched = watched  # type: ignore[method-assign]
-    core._committed = committed  # type: ignore[method-assign]
+    core.lifecycle.committed = committed  # type: ignore[method-assign]

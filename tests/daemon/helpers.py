@@ -187,6 +187,21 @@ def cli(
     )
 
 
+def cli_process(daemon: Daemon, *args: str) -> subprocess.Popen[str]:
+    """The real ``triggerfish`` command, pointed at ``daemon``, left running: for the commands
+    that stream (``logs -f``, ``watch``)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "triggerfish", *args],
+        cwd=ROOT,
+        env=base_env(
+            daemon.credentials, TRIGGERFISH_API_URL=daemon.url, TRIGGERFISH_API_KEY=daemon.key
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def wait_finished(daemon: Daemon, execution_id: str, timeout: float = 30) -> dict[str, Any]:
     """An execution once it has ended, asked of the daemon with ``?timeout=`` long polls."""
     with daemon.http() as http:

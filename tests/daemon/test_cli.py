@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from .helpers import ROOT, Daemon, base_env, cli, poll, wait_finished
+from .helpers import Daemon, cli, cli_process, poll, wait_finished
 
 
 def _start(daemon: Daemon, function: str, *args: object) -> str:
@@ -136,16 +135,7 @@ def test_executions_wait(daemon: Daemon) -> None:
 
 def test_logs_and_logs_follow(daemon: Daemon) -> None:
     execution_id = _start(daemon, "chatty", 10, 0.3)
-    follow = subprocess.Popen(
-        [sys.executable, "-m", "triggerfish", "logs", "-f", execution_id],
-        cwd=ROOT,
-        env=base_env(
-            daemon.credentials, TRIGGERFISH_API_URL=daemon.url, TRIGGERFISH_API_KEY=daemon.key
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    follow = cli_process(daemon, "logs", "-f", execution_id)
     with follow:  # closes the pipes; kills it if a check below fails first
         try:
             assert follow.stdout is not None and follow.stderr is not None

@@ -22,7 +22,7 @@ from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from .helpers import Daemon
-from .test_fuzz import _long_wait, _operations, api_schema, fuzzing
+from .test_fuzz import _operations, api_schema, fuzzing, tame
 
 pytestmark = pytest.mark.slow
 
@@ -81,15 +81,6 @@ def _linked(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def _tame(case: Case[Any]) -> None:
-    """Waits kept short, and no endless log stream (a follow on a long generated run)."""
-    if case.query:
-        if _long_wait(case.query.get("timeout")):
-            case.query["timeout"] = "0.01"
-        if "follow" in case.query:
-            case.query["follow"] = "false"
-
-
 def test_stateful_sequences_never_get_a_server_error(
     daemon: Daemon, api_schema: schemathesis.BaseSchema
 ) -> None:
@@ -104,7 +95,7 @@ def test_stateful_sequences_never_get_a_server_error(
 
     class Workflow(base):  # type: ignore[misc, valid-type]
         def before_call(self, case: Case[Any]) -> None:
-            _tame(case)
+            tame(case)
             case.headers = CaseInsensitiveDict({**(case.headers or {}), **daemon.headers})
 
         def get_call_kwargs(self, case: Case[Any]) -> dict[str, Any]:
@@ -178,8 +169,7 @@ def test_every_operation_without_a_valid_key_is_401(
         @fuzzing(KEYLESS_EXAMPLES)
         @given(case=strategy, timeout=st.sampled_from(["0", "0.01"]))
         def run(case: Case[Any], timeout: str) -> None:
-            if case.query and _long_wait(case.query.get("timeout")):
-                case.query["timeout"] = timeout
+            tame(case, timeout)
             headers = {
                 k: v
                 for k, v in (case.headers or {}).items()

@@ -59,6 +59,6 @@ async def test_a_row_the_store_cannot_take_fails_its_submitter_and_nothing_else(
         core = engine.core
         blob = pickle.dumps(((1, 2), {}))
         with pytest.raises(ConfigurationError, match="could not be stored: UnicodeEncodeError"):
-            await core.submit("add", [blob], parent_id="lone \ud800 surrogate")
+            await core.lifecycle.submit("add", [blob], parent_id="lone \ud800 surrogate")
         assert await engine.handle(fns.add).call_remote(2, 3) == 5  # the engine goes on
         assert core.running

@@ -344,7 +344,8 @@ async def test_cron_firings_run_at_their_time_while_a_commit_is_held_up(
         )
 
         def finished() -> list[str]:
-            return [r.id for r in engine._core.live.values() if r.status is S.SUCCEEDED]
+            live = engine._core.lifecycle.live.values()
+            return [x.record.id for x in live if x.record.status is S.SUCCEEDED]
 
         async def hold_the_writer() -> list[object]:  # no commit until one has run
             with anyio.fail_after(5):
@@ -399,9 +400,10 @@ async def test_a_cron_time_that_fired_before_is_kept_and_stored_when_it_fires_ag
         await anyio.to_thread.run_sync(record_fires)
 
         def finished_ahead() -> list[str]:
+            records = [x.record for x in engine._core.lifecycle.live.values()]
             return [
                 r.id
-                for r in engine._core.live.values()
+                for r in records
                 if r.event and r.event["scheduled"] in ahead and r.status is S.SUCCEEDED
             ]
 

@@ -10,10 +10,17 @@ import anyio.lowlevel
 import pytest
 
 from triggerfish import ExecutionStatus, MemoryStore, SqliteStore, Store
+from triggerfish.models import ExecutionQuery as Q
 from triggerfish.models import ExecutionRecord, new_execution_id
 
 pytestmark = pytest.mark.anyio
 S = ExecutionStatus
+
+
+def _change(record: ExecutionRecord, status: ExecutionStatus, message: str, now: float) -> None:
+    """What the engine's lifecycle does to a record, as far as the store sees it."""
+    record.status = status
+    record.status_log.append((now, status, record.progress, message))
 
 
 def record(function: str = "f", **changes: object) -> ExecutionRecord:
@@ -35,7 +42,7 @@ async def test_insert_commits_and_reads_back_copies(store_factory: Callable[[], 
     async with anyio.create_task_group() as tg:
         await store.start(tg)
         rec = record(result=b"r", error=("T", "m", "tb"), parent_id="p")
-        rec.change(S.RUNNING, "go", now=1.5)
+        _change(rec, S.RUNNING, "go", 1.5)
         rec.logs.append((2.0, "stdout", "hi\n"))
         await store.insert([rec])
         got = await store.get(rec.id)
@@ -64,9 +71,9 @@ async def test_saves_before_a_commit_collapse_to_the_latest_state(
         await store.start(tg, lambda written, refused, failed: commits.append(written))
         rec = record()
         store.save(rec)
-        rec.change(S.RUNNING)
+        _change(rec, S.RUNNING, "", 0.0)
         store.save(rec)
-        rec.change(S.SUCCEEDED)
+        _change(rec, S.SUCCEEDED, "", 0.0)
         store.save(rec)
         await store.flush()
         assert commits == [[(rec.id, S.SUCCEEDED)]]  # one write of the latest state
@@ -100,14 +107,14 @@ async def test_listing_paging_filters_and_counts(store_factory: Callable[[], Sto
         f_records[1].status = S.SUCCEEDED
         await store.insert([*f_records, g_record])
         ids = [r.id for r in f_records]
-        assert await store.list_ids(function="f") == ids[::-1]
-        assert await store.list_ids(function="f", limit=2) == ids[:-3:-1]
-        assert await store.list_ids(function="f", before=ids[2]) == ids[1::-1]
-        assert await store.list_ids(statuses=[S.FAILED]) == [g_record.id]
-        assert await store.list_ids() == [g_record.id, *ids[::-1]]
-        found = await store.find(function="f", statuses=[S.PENDING])
+        assert await store.list_ids(Q(function="f")) == ids[::-1]
+        assert await store.list_ids(Q(function="f", limit=2)) == ids[:-3:-1]
+        assert await store.list_ids(Q(function="f", before=ids[2])) == ids[1::-1]
+        assert await store.list_ids(Q(statuses=frozenset({S.FAILED}))) == [g_record.id]
+        assert await store.list_ids(Q()) == [g_record.id, *ids[::-1]]
+        found = await store.find(Q(function="f", statuses=frozenset({S.PENDING})))
         assert [r.id for r in found] == [ids[0], *ids[2:]]
-        counts = await store.count_by_status(function="f")
+        counts = await store.count_by_status(Q(function="f"))
         assert counts[S.PENDING] == 4 and counts[S.SUCCEEDED] == 1 and counts[S.FAILED] == 0
         await store.aclose()
 
@@ -120,12 +127,12 @@ async def test_listing_by_trigger_and_creation_time(store_factory: Callable[[], 
         middle = record("f", created_at=2000.0, trigger_id="trg-2")
         new = record("g", created_at=3000.0, trigger_id="trg-1")
         await store.insert([old, middle, new])
-        assert await store.list_ids(trigger_id="trg-1") == [new.id, old.id]
-        assert await store.list_ids(created_after=2000.0) == [new.id, middle.id]
-        assert await store.list_ids(created_before=2000.0) == [old.id]
-        window = await store.list_ids(created_after=1500.0, created_before=2500.0)
+        assert await store.list_ids(Q(trigger_id="trg-1")) == [new.id, old.id]
+        assert await store.list_ids(Q(created_after=2000.0)) == [new.id, middle.id]
+        assert await store.list_ids(Q(created_before=2000.0)) == [old.id]
+        window = await store.list_ids(Q(created_after=1500.0, created_before=2500.0))
         assert window == [middle.id]
-        assert await store.list_ids(function="g", trigger_id="trg-2") == []
+        assert await store.list_ids(Q(function="g", trigger_id="trg-2")) == []
         await store.aclose()
 
 

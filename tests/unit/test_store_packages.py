@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from triggerfish import ConfigurationError, MemoryStore, Store
+from triggerfish.models import ExecutionQuery as Q
 from triggerfish.models import ExecutionStatus, PackageDefinition, ServiceDefinition
 from triggerfish.store.sqlite import SqliteStore
 
@@ -109,11 +110,11 @@ async def test_a_function_filter_includes_its_pinned_revisions(
         rev1, rev2, rev10 = record("s.f@1"), record("s.f@2"), record("s.f@10")
         plain, others = record("s.f"), [record("s.fx@1"), record("s.f.g"), record("s")]
         await store.insert([rev1, rev2, rev10, plain, *others])
-        ids = await store.list_ids(function="s.f", limit=100)
+        ids = await store.list_ids(Q(function="s.f", limit=100))
         assert sorted(ids) == sorted(r.id for r in (rev1, rev2, rev10, plain))
-        assert await store.list_ids(function="s.f@1") == [rev1.id]
-        assert [r.id for r in await store.find(function="s.f@10")] == [rev10.id]
-        counts = await store.count_by_status(function="s.f")
+        assert await store.list_ids(Q(function="s.f@1")) == [rev1.id]
+        assert [r.id for r in await store.find(Q(function="s.f@10"))] == [rev10.id]
+        counts = await store.count_by_status(Q(function="s.f"))
         assert counts[ExecutionStatus.PENDING] == 4
         await store.aclose()
 

@@ -13,6 +13,7 @@ accepts pickle gets the pickled result as the replica made it. JSON works everyw
 from __future__ import annotations
 
 import io
+import math
 import pickle
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
@@ -30,6 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import _json
 from ..engine.core import EngineCore
+from ..engine.events import Subscription
 from ..engine.replica.protocol import PickledArgument
 from ..engine.replica.views import JSON, WHOLE_LIMIT
 from ..errors import (
@@ -55,8 +57,8 @@ from ..models import (
     StatusChange,
     Trigger,
 )
-from ..sdk.engine import Engine
-from ..sdk.handle import pack_input
+from ..sdk.base import pack_input
+from ..sdk.entry import Engine
 from ..sdk.packages import Packages
 from .auth import KeyRing
 from .config import RuntimeDefaults
@@ -495,18 +497,24 @@ def _executions(engine: Engine, core: EngineCore) -> APIRouter:
 
 
 async def _follow(core: EngineCore, execution_id: str) -> AsyncIterator[bytes]:
+    """The execution's log lines, then each new one as its events tell of it, until it
+    finishes. Subscribed before the first read, so that no line falls in between; each event
+    (or a lag) sends what the record holds past what was sent."""
+    kinds = ("ExecutionLogged", "ExecutionStatusChanged")
     sent = 0
-    while True:
-        record = await core.record(execution_id)
-        changed = None if record.terminated else core.change_event(execution_id)
-        record = await core.record(execution_id)  # fresh, now that a change cannot slip by
-        for at, stream, text in record.logs[sent:]:
-            entry = LogEntry.model_validate({"time": at, "stream": stream, "text": text})
-            yield entry.model_dump_json().encode() + b"\n"
-        sent = len(record.logs)
-        if changed is None or record.terminated:
-            return
-        await changed.wait()
+    with core.hub.subscribe(kinds, execution_id=execution_id, buffer=100) as events:
+        while True:
+            record = await core.record(execution_id)
+            for at, stream, text in record.logs[sent:]:
+                entry = LogEntry.model_validate({"time": at, "stream": stream, "text": text})
+                yield entry.model_dump_json().encode() + b"\n"
+            sent = len(record.logs)
+            if record.terminated or events.closed:
+                return
+            try:
+                await events.__anext__()
+            except StopAsyncIteration:  # the engine stopped
+                return
 
 
 def _triggers(engine: Engine) -> APIRouter:
@@ -561,7 +569,52 @@ def _events_and_services(engine: Engine, core: EngineCore) -> APIRouter:
         ids = await engine.emit(event.resource, event.action, event.body, event.resource_id)
         return ExecutionIds(execution_ids=ids)
 
+    @router.get(
+        "/events/stream",
+        tags=["events"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def stream(
+        kind: Annotated[list[str] | None, Query(description="event kinds; all if none")] = None,
+        function: str | None = None,
+        execution_id: str | None = None,
+        timeout: Annotated[float | None, Query(ge=0, description="end after this long")] = None,
+    ) -> StreamingResponse:
+        """The engine's events as they happen, as server-sent events (``event:`` its kind,
+        ``data:`` its JSON): every kind or those named, of one function (and its revisions)
+        or one execution. A reader that falls behind gets a ``SubscriberLagged`` event with
+        how many it missed; the stream never slows the engine. It ends after ``timeout``
+        seconds, or when the daemon stops; a comment line every 15 s keeps it open."""
+        try:
+            events = core.hub.subscribe(kind, function=function, execution_id=execution_id)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        stream = _server_sent(events, math.inf if timeout is None else timeout)
+        return StreamingResponse(stream, media_type="text/event-stream")
+
     return router
+
+
+#: Seconds between two keep-alive comments of an event stream with nothing to tell.
+KEEPALIVE = 15.0
+
+
+async def _server_sent(events: Subscription, seconds: float) -> AsyncIterator[bytes]:
+    end = anyio.current_time() + seconds
+    with events:
+        yield b": triggerfish events\n\n"  # sent at once: the reader knows it is subscribed
+        while (left := end - anyio.current_time()) > 0:
+            with anyio.move_on_after(min(KEEPALIVE, left)) as quiet:
+                try:
+                    event = await events.__anext__()
+                except StopAsyncIteration:
+                    return
+            if quiet.cancelled_caught:
+                yield b": keep-alive\n\n"
+                continue
+            data = _json.dumps(event.to_json())
+            yield f"event: {event.kind}\ndata: {data}\n\n".encode()
 
 
 class RequestAccepted(BaseModel):

@@ -13,8 +13,10 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import urlencode
 
 import typer
 from rich.console import Console
@@ -65,7 +67,7 @@ def fail(message: str) -> NoReturn:
 @contextmanager
 def client(url: str | None, key: str | None) -> Iterator[Any]:
     """A blocking Client; errors become one line and exit status 1."""
-    from ..sdk.client import Client
+    from ..sdk.entry import Client
 
     try:
         with Client(url, key) as connected:
@@ -504,6 +506,54 @@ def logs(
             return
         for line in connected.stream_lines(f"/executions/{execution_id}/logs?follow=true"):
             _print_log(json.loads(line))
+
+
+@app.command()
+def watch(
+    function: Annotated[str | None, typer.Option(help="only this function's events")] = None,
+    kind: Annotated[
+        list[str] | None, typer.Option(help="only events of this kind (repeatable)")
+    ] = None,
+    execution: Annotated[str | None, typer.Option(help="only this execution's events")] = None,
+    url: Url = None,
+    key: Key = None,
+    as_json: AsJson = False,
+) -> None:
+    """The engine's events, live, a line each, until Ctrl-C (or the daemon stops)."""
+    params = [("kind", k) for k in kind or ()]
+    params += [(n, v) for n, v in (("function", function), ("execution_id", execution)) if v]
+    path = "/events/stream" + (f"?{urlencode(params)}" if params else "")
+    with client(url, key) as connected:
+        for line in connected.stream_lines(path):
+            if not line.startswith("data: "):
+                continue  # the event's name, or a keep-alive comment
+            event = json.loads(line[len("data: ") :])
+            if as_json:
+                print(json.dumps(event), flush=True)
+            else:
+                print(_event_line(event), flush=True)
+
+
+#: What ``watch`` shows of each kind of event, after its time and kind.
+_EVENT_FIELDS = {
+    "ExecutionCreated": ("execution_id", "function", "trigger_id"),
+    "ExecutionStatusChanged": ("execution_id", "function", "status", "progress", "message"),
+    "ExecutionLogged": ("execution_id", "stream", "text"),
+    "ReplicaStarted": ("service", "replica_id"),
+    "ReplicaLost": ("service", "replica_id", "reason"),
+    "ServiceStateChanged": ("service", "state", "error_message"),
+    "TriggerFired": ("trigger_id", "execution_id", "function"),
+    "TriggerSuppressed": ("trigger", "reason"),
+    "CronMissed": ("trigger", "missed", "policy"),
+    "SubscriberLagged": ("missed",),
+}
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    at = datetime.fromtimestamp(event["at"], UTC).strftime("%H:%M:%S.%f")[:-3]
+    fields = _EVENT_FIELDS.get(event["kind"], ())
+    shown = [str(event[f]).rstrip("\n") for f in fields if event.get(f) not in (None, "")]
+    return " ".join([at, event["kind"], *shown])
 
 
 def _print_log(entry: dict[str, Any]) -> None:

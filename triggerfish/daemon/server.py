@@ -28,7 +28,7 @@ from anyio.abc import TaskStatus
 from ..errors import ConfigurationError
 from ..log import logger
 from ..sdk.credentials import save_key
-from ..sdk.engine import Engine
+from ..sdk.entry import Engine
 from .api import create_app
 from .auth import KeyRing, check_hash, hash_key, new_key
 from .config import DaemonConfig

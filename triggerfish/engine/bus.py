@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ..log import logger
-from ..models import EventTriggerSpec, ExecutionRecord, TriggerRecord, id_salt
+from ..models import EventTriggerSpec, TriggerRecord, id_salt
 from ..triggers.matcher import TriggerIndex
 
-#: Creates an execution for a firing: (trigger, body, lineage, event summary, once key).
+T = TypeVar("T")
+
+#: Creates an execution for a firing: (trigger, body, lineage, event summary, once key);
+#: returns what stands for it, or None if it made none.
 CreateExecution = Callable[
-    [TriggerRecord, Any, tuple[str, ...], dict[str, Any], tuple[str, str] | None],
-    ExecutionRecord | None,
+    [TriggerRecord, Any, tuple[str, ...], dict[str, Any], tuple[str, str] | None], T | None
 ]
 
 
@@ -28,19 +30,19 @@ def new_event_id() -> str:
     return f"evt-{time.time_ns():016x}{id_salt()}"
 
 
-class EventBus:
+class EventBus(Generic[T]):
     """Active event triggers and what events do to them."""
 
     def __init__(
         self,
-        create: CreateExecution,
-        save_trigger: Callable[[TriggerRecord], None],
+        create: CreateExecution[T],
+        suppressed: Callable[[TriggerRecord, str, float], None],
         max_depth: int = 10,
     ) -> None:
         self.index = TriggerIndex(max_depth)
         self.triggers: dict[str, TriggerRecord] = {}
         self._create = create
-        self._save_trigger = save_trigger
+        self._suppressed = suppressed
 
     def watch(self, trigger: TriggerRecord) -> None:
         """Start (or stop, when inactive) matching events for an event trigger."""
@@ -65,7 +67,7 @@ class EventBus:
         body: Any,
         resource_id: str | None = None,
         lineage: Sequence[str] = (),
-    ) -> list[ExecutionRecord]:
+    ) -> list[T]:
         """Match an event; returns the executions queued for creation (a Once one may still
         be refused by its fire record when committed)."""
         event_id = new_event_id()
@@ -75,10 +77,7 @@ class EventBus:
         now = time.time()
         for suppression in suppressions:
             trigger = self.triggers[suppression.trigger_id]
-            trigger.suppressed += 1
-            trigger.last_suppressed_reason = suppression.reason
-            trigger.last_suppressed_at = now
-            self._save_trigger(trigger)
+            self._suppressed(trigger, suppression.reason, now)
             logger.warning(
                 "trigger_suppressed",
                 trigger_id=trigger.id,

@@ -151,8 +151,8 @@ class DeploymentManager:
         self.current: dict[str, Deployment] = {}
         self.paused: set[str] = set()
         self._lock = anyio.Lock()
-        core.before_recovery.append(self._restore)
-        core.after_stop.append(self._forget)
+        core.on_start(self._restore)
+        core.on_stop(self._forget)
 
     @property
     def store(self) -> Store:
@@ -250,16 +250,16 @@ class DeploymentManager:
         path = await self._extract(revision)
         service = _service(deployment, module, path, current)
         if deployment.name in self.paused:
-            self.core.inactive.add(service.spec.name)
+            self.core.set_inactive([service.spec.name], True)
         await self.core.install(service)
         if current:
             self.current[deployment.name] = deployment
             prefix = f"{deployment.name}."
-            for alias in [a for a in self.core.aliases if a.startswith(prefix)]:
-                del self.core.aliases[alias]
-            for function in module.functions:
-                alias = prefix + function.name
-                self.core.aliases[alias] = pinned(alias, deployment.revision)
+            aliases = {
+                prefix + f.name: pinned(prefix + f.name, deployment.revision)
+                for f in module.functions
+            }
+            self.core.registry.point(aliases, prefix=prefix)
 
     async def _extract(self, revision: PackageRevision) -> Path:
         if self._codebase_dir is None and self._temporary is None:

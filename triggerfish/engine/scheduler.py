@@ -12,19 +12,17 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from ..errors import ImageBuildError
+from ..errors import ErrorTriple, ImageBuildError, ReplicaDiedError
 from ..log import logger
 from ..models import ExecutionRecord, FunctionSpec, ServiceSpec, ServiceState
 from .deadlines import DeadlineQueue
 from .replica import protocol
 from .runtimes.abc import Replica, ReplicaListener, ReplicaPlan, Runtime
-
-ErrorTriple = tuple[str, str, str]
 
 
 class Slots:
@@ -43,20 +41,25 @@ class Slots:
         return self.ready and not self.retiring
 
 
-class PoolCallbacks:
-    """What a pool asks of the engine (implemented by the engine core)."""
+class PoolListener(Protocol):
+    """What a pool reports, in the order it happens (the engine's ``PoolReports`` hears it).
 
-    def dispatched(self, record: ExecutionRecord, slots: Slots) -> None:
-        raise NotImplementedError
+    Each is called on the event loop and must not block. ``dispatched`` comes before the RUN
+    message is sent; ``replica_messages`` carries every message of a ready replica but READY
+    and INIT_FAILED, which the pool handles itself and reports as ``replica_ready`` and
+    ``init_failed``; ``replica_lost`` is a ready replica that exited without being stopped,
+    with the executions it held still in ``slots.assigned``.
+    """
 
-    def replica_messages(self, pool: ServicePool, slots: Slots, messages: list[Any]) -> None:
-        raise NotImplementedError
+    def dispatched(self, record: ExecutionRecord, slots: Slots, spec: FunctionSpec) -> None: ...
 
-    def replica_lost(self, pool: ServicePool, slots: Slots, reason: str) -> None:
-        raise NotImplementedError
+    def replica_ready(self, pool: ServicePool, slots: Slots) -> None: ...
 
-    def init_failed(self, pool: ServicePool, error: ErrorTriple) -> None:
-        raise NotImplementedError
+    def replica_messages(self, pool: ServicePool, slots: Slots, messages: list[Any]) -> None: ...
+
+    def replica_lost(self, pool: ServicePool, slots: Slots, reason: str) -> None: ...
+
+    def init_failed(self, pool: ServicePool, error: ErrorTriple) -> None: ...
 
 
 class ServicePool(ReplicaListener):
@@ -68,7 +71,7 @@ class ServicePool(ReplicaListener):
         functions: dict[str, FunctionSpec],
         init_payload: bytes,
         runtime: Runtime,
-        callbacks: PoolCallbacks,
+        listener: PoolListener,
         *,
         code_paths: tuple[str, ...] = (),
     ) -> None:
@@ -77,7 +80,7 @@ class ServicePool(ReplicaListener):
         self._payload = init_payload
         self._code_paths = code_paths
         self._runtime = runtime
-        self._callbacks = callbacks
+        self._listener = listener
         self.queues: dict[str, deque[ExecutionRecord]] = {name: deque() for name in functions}
         self.running: dict[str, int] = dict.fromkeys(functions, 0)
         self._turns: deque[str] = deque(functions)
@@ -230,7 +233,7 @@ class ServicePool(ReplicaListener):
             self._idle.disarm(slots.replica.id)
             if len(slots.assigned) >= capacity:
                 ready.remove(slots)
-            self._callbacks.dispatched(record, slots)
+            self._listener.dispatched(record, slots, self.functions[name])
             sends.setdefault(slots, []).append(
                 (protocol.RUN, record.id, record.function, record.input, record.attempts)
             )
@@ -285,13 +288,13 @@ class ServicePool(ReplicaListener):
             self.starting -= 1
             self.state = ServiceState.BUILD_FAILED
             self.error = ("ImageBuildError", str(exc), exc.log)  # the whole log, to be read
-            self._callbacks.init_failed(self, self.error)
+            self._listener.init_failed(self, self.error)
             return
         except OSError as exc:
             self.starting -= 1
             self.state = ServiceState.ERROR
             self.error = ("OSError", f"could not start a replica: {exc}", "")
-            self._callbacks.init_failed(self, self.error)
+            self._listener.init_failed(self, self.error)
             return
         # The replica counts as starting until it answers READY or INIT_FAILED.
 
@@ -334,6 +337,7 @@ class ServicePool(ReplicaListener):
             else:
                 self._arm_idle(slots)
             self._wake.set()
+            self._listener.replica_ready(self, slots)
             messages = messages[1:]
         elif first == protocol.INIT_FAILED:
             self.starting -= 1
@@ -342,10 +346,10 @@ class ServicePool(ReplicaListener):
             self.state = ServiceState.ERROR
             etype, emsg, etb = messages[0][1]
             self.error = (etype, emsg, etb)
-            self._callbacks.init_failed(self, self.error)
+            self._listener.init_failed(self, self.error)
             return
         if messages:
-            self._callbacks.replica_messages(self, slots, messages)
+            self._listener.replica_messages(self, slots, messages)
 
     def replica_exited(self, replica: Replica, reason: str) -> None:
         self._idle.disarm(replica.id)
@@ -357,8 +361,8 @@ class ServicePool(ReplicaListener):
                 # Died before it was ready and without saying why: that is an init failure too.
                 self.starting -= 1
                 self.state = ServiceState.ERROR
-                self.error = ("ReplicaDiedError", f"replica {replica.id} {reason}", "")
-                self._callbacks.init_failed(self, self.error)
+                self.error = ReplicaDiedError(f"replica {replica.id} {reason}").triple()
+                self._listener.init_failed(self, self.error)
             self._wake.set()
             return
         for record in slots.assigned.values():
@@ -367,5 +371,5 @@ class ServicePool(ReplicaListener):
             logger.warning(
                 "replica_died", service=self.spec.name, replica_id=replica.id, reason=reason
             )
-            self._callbacks.replica_lost(self, slots, reason)
+            self._listener.replica_lost(self, slots, reason)
         self._wake.set()

@@ -10,24 +10,21 @@ import inspect
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from ..errors import EngineClosedError
 from ..models import Execution, ExecutionPage, ExecutionStatus, ServiceStatus
-from .handle import FunctionHandle
-
-if TYPE_CHECKING:
-    from .client import Client, RemoteFunctionHandle
-    from .engine import Engine
+from .base import BaseFunctionHandle
+from .client import AsyncClient
+from .engine import AsyncEngine
 
 
 class BlockingFunctionHandle:
     """``FunctionHandle``'s methods, blocking."""
 
-    def __init__(
-        self, portal: BlockingPortal, handle: FunctionHandle | RemoteFunctionHandle
-    ) -> None:
+    def __init__(self, portal: BlockingPortal, handle: BaseFunctionHandle[Any]) -> None:
         self._portal = portal
         self._handle = handle
         self.name = handle.name
@@ -99,7 +96,7 @@ class BlockingFunctionHandle:
 class BlockingEngine:
     """What ``with Engine(...) as engine:`` gives: handles whose methods block."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._stack = ExitStack()
         self._portal: BlockingPortal | None = None
@@ -126,8 +123,6 @@ class BlockingEngine:
     @property
     def portal(self) -> BlockingPortal:
         if self._portal is None:
-            from ..errors import EngineClosedError
-
             raise EngineClosedError("the engine is not running")
         return self._portal
 
@@ -178,7 +173,7 @@ class _Blocking:
 class BlockingClient(_Blocking):
     """What ``with Client(...) as client:`` gives: the client's methods, blocking."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: AsyncClient) -> None:
         self._client = client
         self._stack = ExitStack()
         super().__init__(None, client)  # type: ignore[arg-type]

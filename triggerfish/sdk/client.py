@@ -22,13 +22,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import anyio
 
 from .. import _json
-from ..engine.core import invocation_error
 from ..errors import (
     AuthenticationError,
     ConfigurationError,
@@ -41,12 +40,13 @@ from ..errors import (
     TriggerfishError,
     TriggerNotFoundError,
     UnknownFunctionError,
+    invocation_error,
 )
 from ..models import Execution, ExecutionPage, ExecutionStatus, Trigger
+from .base import BaseFunctionHandle, load_result, pack_input
 from .credentials import key_for
-from .handle import load_result, pack_input
 
-__all__ = ["Client", "RemoteFunctionHandle"]
+__all__ = ["AsyncClient", "RemoteFunctionHandle"]
 
 PICKLE = "application/x-python-pickle"
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -112,8 +112,9 @@ def _raise_for(response: Answer) -> None:
     raise RemoteError(f"HTTP {status} from {path}: {detail}", status_code=status)
 
 
-class Client:
-    """A connection to a triggerfish daemon. Use as ``async with`` (or ``with``)."""
+class AsyncClient:
+    """A connection to a triggerfish daemon, async (``triggerfish.Client`` is this and its
+    blocking form). Use as ``async with``."""
 
     def __init__(
         self,
@@ -128,14 +129,13 @@ class Client:
         self._timeout = timeout
         self._max_connections = max_connections
         self._http: aiohttp.ClientSession | None = None
-        self._blocking: Any = None
 
     def __repr__(self) -> str:
         return f"<Client {self.url}>"
 
     # -- life -----------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Self:
         headers = {"X-API-Key": self._key} if self._key else {}
         # aiohttp rather than httpx: on this path httpx spends 1.7 to 4 ms of CPU per request
         # (more with more in flight), aiohttp 0.2 to 0.4 ms.
@@ -158,22 +158,6 @@ class Client:
         http, self._http = self._http, None
         if http is not None:
             await http.close()
-
-    def __enter__(self) -> Any:
-        from .blocking import BlockingClient
-
-        self._blocking = BlockingClient(self)
-        return self._blocking.__enter__()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        blocking, self._blocking = self._blocking, None
-        if blocking is not None:
-            blocking.__exit__(exc_type, exc, tb)
 
     # -- requests -------------------------------------------------------------------------
 
@@ -339,10 +323,10 @@ def _result_of(response: Answer, function: str) -> Any:
     raise invocation_error(body["id"], function, status, triple)
 
 
-class RemoteFunctionHandle:
+class RemoteFunctionHandle(BaseFunctionHandle[str]):
     """``FunctionHandle``'s methods for a function on a daemon."""
 
-    def __init__(self, client: Client, name: str) -> None:
+    def __init__(self, client: AsyncClient, name: str) -> None:
         self._client = client
         self.name = name
 
@@ -412,15 +396,6 @@ class RemoteFunctionHandle:
             return await self.await_result(response.headers["X-Execution-Id"])
         return result
 
-    async def map(self, inputs: Iterable[Any]) -> AsyncIterator[Any]:
-        """One execution per input, results in input order."""
-        async for result in self.starmap((item,) for item in inputs):
-            yield result
-
-    async def starmap(self, inputs: Iterable[Iterable[Any]]) -> AsyncIterator[Any]:
-        for execution_id in await self.start_watched(inputs):
-            yield await self.result_of(execution_id)
-
     async def start_watched(self, inputs: Iterable[Iterable[Any]]) -> builtins.list[str]:
         """Start one execution per tuple of positional arguments (what starmap reads)."""
         return await self.start_many((tuple(args), {}) for args in inputs)
@@ -457,9 +432,6 @@ class RemoteFunctionHandle:
             offset = page.offset
         for execution_id in reversed(ids):
             yield await self.await_result(execution_id)
-
-    async def results(self) -> builtins.list[Any]:
-        return [result async for result in self.iter_results()]
 
     async def statistics(self) -> dict[ExecutionStatus, int]:
         answer = await self._client.request("GET", f"{self._path}/statistics")

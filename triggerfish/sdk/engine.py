@@ -1,4 +1,5 @@
-"""Engine: the embedded entry point. Register functions and services, then run them."""
+"""AsyncEngine: the embedded engine's whole interface, async. ``triggerfish.Engine`` is this
+and the blocking form (``with Engine() as engine``, see ``entry.py``)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,20 @@ from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, Self, TypeVar, overload
 
 import anyio
 import cloudpickle
 
 from ..engine.core import EngineCore, Service
 from ..engine.deployments import DeploymentManager, pinned
+from ..engine.events import EngineEvent, Subscription
 from ..engine.runtimes.abc import Runtime
 from ..errors import ConfigurationError, EngineClosedError, UnknownFunctionError
 from ..models import (
     Execution,
     ExecutionPage,
+    ExecutionQuery,
     ExecutionStatus,
     FunctionSpec,
     ServiceSpec,
@@ -77,7 +80,7 @@ def _store_from(store: Store | str | Path | None) -> Store:
     raise ConfigurationError(f"store must be a Store, a sqlite file path or None, not {store!r}")
 
 
-class Engine:
+class AsyncEngine:
     """An embedded triggerfish engine.
 
     ``store`` is a sqlite file path (executions survive restarts), a ``Store``, or None for an
@@ -125,7 +128,6 @@ class Engine:
         self.packages = Packages(manager)
         self.deployments = Deployments(manager, self.triggers)
         self._stack: AsyncExitStack | None = None
-        self._blocking: Any = None
 
     # -- registration ---------------------------------------------------------------------
 
@@ -300,8 +302,7 @@ class Engine:
         """Execution ids of every function (or one), newest first, ``limit`` at a time, by
         status, by the trigger (id or name) that fired them, created in [since, until)."""
         trigger_id = None if trigger is None else self._core.find_trigger(trigger).id
-        return await list_page(
-            self._core,
+        query = ExecutionQuery.build(
             function=function,
             status=status,
             trigger_id=trigger_id,
@@ -310,6 +311,7 @@ class Engine:
             offset=offset,
             limit=limit,
         )
+        return await list_page(self._core, query)
 
     async def get(self, execution_id: str) -> Execution:
         """Any execution by id."""
@@ -319,9 +321,21 @@ class Engine:
         """A service's state (Initializing, Active, Error with its init error) and load."""
         return self._core.service_status(name)
 
+    def subscribe(
+        self, kinds: Iterable[type[EngineEvent] | str] | None = None, **filters: Any
+    ) -> Subscription:
+        """The engine's events from now on, as an async iterator (``async with
+        engine.subscribe() as events: async for event in events``): every kind, or those
+        named (``"ExecutionStatusChanged"`` or the class). ``function=`` (its revisions too)
+        and ``execution_id=`` keep only the events that name them; ``buffer=`` (1000) is how
+        many may wait to be read: past that they are dropped and counted, and the subscriber
+        reads a ``SubscriberLagged(missed=N)``, so a slow reader never slows the engine. It
+        ends when the engine stops."""
+        return self._core.hub.subscribe(kinds, **filters)
+
     # -- running --------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Engine:
+    async def __aenter__(self) -> Self:
         if self._stack is not None:
             raise EngineClosedError("this engine is already running")
         stack = AsyncExitStack()
@@ -347,19 +361,3 @@ class Engine:
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.__aexit__(exc_type, exc, tb)
-
-    def __enter__(self) -> Any:
-        from .blocking import BlockingEngine
-
-        self._blocking = BlockingEngine(self)
-        return self._blocking.__enter__()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        blocking, self._blocking = self._blocking, None
-        if blocking is not None:
-            blocking.__exit__(exc_type, exc, tb)

@@ -5,57 +5,22 @@ from __future__ import annotations
 import builtins
 import pickle
 from collections.abc import AsyncIterator, Iterable
-from datetime import datetime
 from typing import Any
 
 import anyio
-import cloudpickle
 
-from ..engine.core import EngineCore, Waiter, raise_for_outcome
-from ..errors import ConfigurationError, SerializationError
-from ..models import Execution, ExecutionPage, ExecutionRecord, ExecutionStatus, belongs_to
-
-
-def pack_input(function: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """Pickle a call's arguments, naming the one that cannot be pickled.
-
-    Plain pickle first (several times faster); cloudpickle for what it cannot do (lambdas,
-    functions and classes defined in ``__main__`` or inside functions).
-    """
-    try:
-        return pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        pass
-    try:
-        return bytes(cloudpickle.dumps((args, kwargs)))
-    except Exception as exc:
-        named = [(f"argument {i}", a) for i, a in enumerate(args)] + [
-            (f"argument {k!r}", v) for k, v in kwargs.items()
-        ]
-        for label, value in named:
-            try:
-                cloudpickle.dumps(value)
-            except Exception:
-                raise SerializationError(
-                    f"{label} of {function}() cannot be pickled ({type(value).__name__}): {exc}"
-                ) from exc
-        raise SerializationError(f"the arguments of {function}() cannot be pickled: {exc}") from exc
+from ..engine.core import EngineCore, Waiter
+from ..errors import raise_for_outcome
+from ..models import Execution, ExecutionPage, ExecutionQuery, ExecutionRecord, ExecutionStatus
+from .base import BaseFunctionHandle, load_result, pack_input
 
 
 def unpack_result(record: ExecutionRecord) -> Any:
     """The unpickled result, raising the matching InvocationError if it did not succeed."""
-    return load_result(raise_for_outcome(record), record.id)
-
-
-def load_result(blob: bytes, execution_id: str) -> Any:
-    """A pickled result; SerializationError if it cannot be rebuilt here (a class that only
-    exists where the function ran, say)."""
-    try:
-        return pickle.loads(blob)
-    except Exception as exc:
-        raise SerializationError(
-            f"the result of {execution_id} cannot be unpickled here: {type(exc).__name__}: {exc}"
-        ) from exc
+    blob = raise_for_outcome(
+        record.id, record.function, record.status.value, record.error, record.result
+    )
+    return load_result(blob, record.id)
 
 
 def to_execution(record: ExecutionRecord) -> Execution:
@@ -68,51 +33,18 @@ def to_execution(record: ExecutionRecord) -> Execution:
     return Execution.from_record(record, result)
 
 
-def _statuses(
-    status: ExecutionStatus | str | Iterable[ExecutionStatus | str] | None,
-) -> list[ExecutionStatus] | None:
-    if status is None:
-        return None
-    try:
-        if isinstance(status, str):
-            return [ExecutionStatus(status)]
-        return [ExecutionStatus(s) for s in status]
-    except ValueError as exc:
-        known = ", ".join(s.value for s in ExecutionStatus)
-        raise ConfigurationError(f"status: {exc} (known: {known})") from None
-
-
-async def list_page(
-    core: EngineCore,
-    *,
-    function: str | None = None,
-    status: ExecutionStatus | str | Iterable[ExecutionStatus | str] | None = None,
-    trigger_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    offset: str | None = None,
-    limit: int = 50,
-) -> ExecutionPage:
-    """One page of execution ids, newest first (see ``FunctionHandle.list``)."""
-    if limit < 1:
-        raise ConfigurationError(f"limit must be at least 1, got {limit}")
-    statuses = _statuses(status)
+async def list_page(core: EngineCore, query: ExecutionQuery) -> ExecutionPage:
+    """One page of execution ids, newest first (see ``FunctionHandle.list``): at most the
+    query's limit (50 if it has none)."""
+    limit = query.limit or 50
     await core.store.flush()
-    ids = await core.store.list_ids(
-        function=function,
-        statuses=statuses,
-        before=offset,
-        limit=limit + 1,
-        trigger_id=trigger_id,
-        created_after=None if since is None else since.timestamp(),
-        created_before=None if until is None else until.timestamp(),
-    )
+    ids = await core.store.list_ids(query.replace(limit=limit + 1))
     more = len(ids) > limit
     ids = ids[:limit]
     return ExecutionPage(execution_ids=tuple(ids), offset=ids[-1] if more else None)
 
 
-class FunctionHandle:
+class FunctionHandle(BaseFunctionHandle[Waiter]):
     """Invokes one registered function. Every method is a coroutine (see ``BlockingFunctionHandle``
     for the same methods without ``await``)."""
 
@@ -157,9 +89,8 @@ class FunctionHandle:
         the next page (None on the last one). For a deployed function named without a
         revision (``resizer.resize``) the executions of every revision are listed; a handle
         with a revision lists that revision's only."""
-        return await list_page(
-            self._core, function=self.name, status=status, offset=offset, limit=limit
-        )
+        query = ExecutionQuery.build(function=self.name, status=status, offset=offset, limit=limit)
+        return await list_page(self._core, query)
 
     async def await_result(self, execution_id: str, timeout: float | None = None) -> Any:
         """Wait for the final status; the result if SUCCEEDED, else InvocationFailedError,
@@ -171,17 +102,6 @@ class FunctionHandle:
         blob = pack_input(self.name, args, kwargs)
         ((_, waiter),) = await self._core.submit_watched(self.name, [blob])
         return unpack_result(await self._core.wait_for(waiter))
-
-    async def map(self, inputs: Iterable[Any]) -> AsyncIterator[Any]:
-        """One execution per input; results in input order, each as soon as it (and those
-        before it) are ready. The first failure in that order raises."""
-        async for result in self.starmap((item,) for item in inputs):
-            yield result
-
-    async def starmap(self, inputs: Iterable[Iterable[Any]]) -> AsyncIterator[Any]:
-        """Like ``map`` with each input a tuple of positional arguments."""
-        for waiter in await self.start_watched(inputs):
-            yield await self.result_of(waiter)
 
     async def start_watched(self, inputs: Iterable[Iterable[Any]]) -> builtins.list[Waiter]:
         """Start one execution per tuple of positional arguments, each with a waiter
@@ -205,9 +125,7 @@ class FunctionHandle:
         """Wait until no execution of this function is unfinished."""
         with anyio.fail_after(timeout):
             while True:
-                unfinished = [
-                    r.id for r in self._core.live.values() if belongs_to(r.function, self.name)
-                ]
+                unfinished = self._core.unfinished(self.name)
                 if not unfinished:
                     return
                 for execution_id in unfinished:
@@ -216,17 +134,12 @@ class FunctionHandle:
     async def iter_results(self) -> AsyncIterator[Any]:
         """Results of this function's SUCCEEDED executions, oldest first."""
         await self._core.store.flush()
-        records = await self._core.store.find(
-            function=self.name, statuses=[ExecutionStatus.SUCCEEDED]
-        )
+        query = ExecutionQuery(function=self.name, statuses=frozenset({ExecutionStatus.SUCCEEDED}))
+        records = await self._core.store.find(query)
         for record in records:
             yield unpack_result(record)
-
-    async def results(self) -> builtins.list[Any]:
-        """``iter_results`` as a list."""
-        return [result async for result in self.iter_results()]
 
     async def statistics(self) -> dict[ExecutionStatus, int]:
         """How many executions of this function are in each status."""
         await self._core.store.flush()
-        return await self._core.store.count_by_status(function=self.name)
+        return await self._core.store.count_by_status(ExecutionQuery(function=self.name))

@@ -15,6 +15,7 @@ from anyio.abc import TaskGroup
 
 from ..models import (
     Deployment,
+    ExecutionQuery,
     ExecutionRecord,
     ExecutionStatus,
     PackageDefinition,
@@ -24,6 +25,9 @@ from ..models import (
 )
 
 __all__ = ["CommitListener", "Store"]
+
+#: The query that selects every execution.
+ALL = ExecutionQuery()
 
 #: Told, after each commit, the (id, status) of every execution that commit wrote; the ids of
 #: the new executions it refused because their once key had fired before; and the executions
@@ -104,26 +108,12 @@ class Store(ABC):
         """The stored record with that id, or None."""
 
     @abstractmethod
-    async def list_ids(
-        self,
-        *,
-        function: str | None = None,
-        statuses: Collection[ExecutionStatus] | None = None,
-        before: str | None = None,
-        limit: int = 50,
-        trigger_id: str | None = None,
-        created_after: float | None = None,
-        created_before: float | None = None,
-    ) -> list[str]:
-        """Ids newest first, at most ``limit``: those older than the id ``before``, and where
-        given, of one function, in some statuses, fired by one trigger, created in
-        [``created_after``, ``created_before``) (unix times)."""
+    async def list_ids(self, query: ExecutionQuery) -> list[str]:
+        """The ids of the executions ``query`` selects, newest first, at most its limit."""
 
     @abstractmethod
-    async def find(
-        self, *, function: str | None = None, statuses: Collection[ExecutionStatus] | None = None
-    ) -> list[ExecutionRecord]:
-        """Every record of a function (or all) in the given statuses, oldest first."""
+    async def find(self, query: ExecutionQuery) -> list[ExecutionRecord]:
+        """The records ``query`` selects, oldest first, at most its limit."""
 
     # -- packages and deployed services --------------------------------------------------
 
@@ -167,5 +157,5 @@ class Store(ABC):
         """The names of the deployed services that are paused."""
 
     @abstractmethod
-    async def count_by_status(self, *, function: str | None = None) -> dict[ExecutionStatus, int]:
-        """How many executions (of a function, or all) are in each status."""
+    async def count_by_status(self, query: ExecutionQuery = ALL) -> dict[ExecutionStatus, int]:
+        """How many of the executions ``query`` selects (its limit aside) are in each status."""

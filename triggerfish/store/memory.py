@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection
 from typing import Any
 
 from ..models import (
     Deployment,
+    ExecutionQuery,
     ExecutionRecord,
     ExecutionStatus,
     PackageDefinition,
     PackageRevision,
     ServiceDefinition,
     TriggerRecord,
-    belongs_to,
 )
 from ._writer import Batch, GroupCommitStore, next_revision, next_version
+from .abc import ALL
 
 __all__ = ["MemoryStore"]
 
@@ -87,49 +87,20 @@ class MemoryStore(GroupCommitStore):
         rows = sorted(self._trigger_rows.values(), key=lambda t: (t.created_at, t.id))
         return [copy.copy(t) for t in rows]
 
-    def _select(
-        self, function: str | None, statuses: Collection[ExecutionStatus] | None
-    ) -> list[ExecutionRecord]:
-        wanted = None if statuses is None else {ExecutionStatus(s) for s in statuses}
-        return [
-            r
-            for r in self._rows.values()
-            if (function is None or belongs_to(r.function, function))
-            and (wanted is None or r.status in wanted)
-        ]
+    def _select(self, query: ExecutionQuery) -> list[ExecutionRecord]:
+        return [r for r in self._rows.values() if query.matches(r)]
 
     async def get(self, execution_id: str) -> ExecutionRecord | None:
         record = self._rows.get(execution_id)
         return None if record is None else _copy(record)
 
-    async def list_ids(
-        self,
-        *,
-        function: str | None = None,
-        statuses: Collection[ExecutionStatus] | None = None,
-        before: str | None = None,
-        limit: int = 50,
-        trigger_id: str | None = None,
-        created_after: float | None = None,
-        created_before: float | None = None,
-    ) -> list[str]:
-        ids = sorted(
-            (
-                r.id
-                for r in self._select(function, statuses)
-                if (before is None or r.id < before)
-                and (trigger_id is None or r.trigger_id == trigger_id)
-                and (created_after is None or r.created_at >= created_after)
-                and (created_before is None or r.created_at < created_before)
-            ),
-            reverse=True,
-        )
-        return ids[:limit]
+    async def list_ids(self, query: ExecutionQuery) -> list[str]:
+        ids = sorted((r.id for r in self._select(query)), reverse=True)
+        return ids[: query.limit]
 
-    async def find(
-        self, *, function: str | None = None, statuses: Collection[ExecutionStatus] | None = None
-    ) -> list[ExecutionRecord]:
-        return [_copy(r) for r in sorted(self._select(function, statuses), key=lambda r: r.id)]
+    async def find(self, query: ExecutionQuery) -> list[ExecutionRecord]:
+        found = sorted(self._select(query), key=lambda r: r.id)[: query.limit]
+        return [_copy(r) for r in found]
 
     # Package and service writes have no await inside: each is atomic on the event loop.
 
@@ -178,8 +149,8 @@ class MemoryStore(GroupCommitStore):
     async def inactive_services(self) -> set[str]:
         return set(self._inactive)
 
-    async def count_by_status(self, *, function: str | None = None) -> dict[ExecutionStatus, int]:
+    async def count_by_status(self, query: ExecutionQuery = ALL) -> dict[ExecutionStatus, int]:
         counts = dict.fromkeys(ExecutionStatus, 0)
-        for record in self._select(function, None):
+        for record in self._select(query):
             counts[record.status] += 1
         return counts

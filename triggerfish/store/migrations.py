@@ -121,3 +121,7 @@ MIGRATIONS += (
     UPDATE triggers SET fired = COALESCE(json_extract(stats, '$.fired'), 0);
     """,
 )
+
+# The engine that ran an execution's latest attempt: with several engines on one store, what
+# tells whose attempt a lost one was.
+MIGRATIONS += ("ALTER TABLE executions ADD COLUMN engine_id TEXT;",)

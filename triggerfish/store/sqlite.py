@@ -15,7 +15,7 @@ import functools
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ from ..models import (
     CronTriggerSpec,
     Deployment,
     EventTriggerSpec,
+    ExecutionQuery,
     ExecutionRecord,
     ExecutionStatus,
     PackageDefinition,
@@ -42,7 +43,7 @@ from ..models import (
     TriggerRecord,
 )
 from ._writer import Batch, GroupCommitStore, next_revision, next_version
-from .abc import CommitListener
+from .abc import ALL, CommitListener
 from .migrations import MIGRATIONS
 
 __all__ = ["SqliteStore"]
@@ -52,16 +53,16 @@ T = TypeVar("T")
 _COLUMNS = (
     "id, function, service, status, input, max_attempts, attempts, failed_attempts, result, "
     "error, progress, status_log, logs, parent_id, created_at, started_at, finished_at, "
-    "trigger_id, event, lineage, result_view_kind, result_view"
+    "trigger_id, event, lineage, result_view_kind, result_view, engine_id"
 )
-_NCOLS = 22
+_NCOLS = 23
 _UPDATE = (
     "ON CONFLICT (id) DO UPDATE SET status=excluded.status, max_attempts=excluded.max_attempts, "
     "attempts=excluded.attempts, failed_attempts=excluded.failed_attempts, "
     "result=excluded.result, result_view_kind=excluded.result_view_kind, "
     "result_view=excluded.result_view, error=excluded.error, progress=excluded.progress, "
     "status_log=excluded.status_log, logs=excluded.logs, started_at=excluded.started_at, "
-    "finished_at=excluded.finished_at"
+    "finished_at=excluded.finished_at, engine_id=excluded.engine_id"
 )
 _ROW_PARAMS = "(" + ", ".join("?" * _NCOLS) + ")"
 # A statement of many rows is one trip through sqlite for all of them, which one statement bound
@@ -140,6 +141,7 @@ def _row(record: ExecutionRecord) -> tuple[Any, ...]:
         None if record.event is None else _dumps(record.event),
         _dumps(record.lineage) if record.lineage else None,
         *(record.result_view or (None, None)),
+        record.engine_id,
     )
 
 
@@ -167,6 +169,7 @@ def _record(row: Any) -> ExecutionRecord:
         event=loads(row[18]) if row[18] is not None else None,
         lineage=tuple(loads(row[19])) if row[19] is not None else (),
         result_view=(row[20], row[21]) if row[20] is not None else None,
+        engine_id=row[22],
     )
 
 
@@ -255,11 +258,11 @@ def _insert_fires(connection: sqlite3.Connection, once: dict[str, tuple[str, str
     return {eid for eid in once if eid not in accepted}
 
 
-def _where(
-    function: str | None, statuses: Collection[ExecutionStatus] | None
-) -> tuple[list[str], list[Any]]:
+def _where(query: ExecutionQuery) -> tuple[str, list[Any]]:
+    """The WHERE clause (empty if it selects everything) and its parameters."""
     clauses: list[str] = []
     params: list[Any] = []
+    function = query.function
     if function is not None and "@" in function:
         clauses.append("function = ?")
         params.append(function)
@@ -267,10 +270,23 @@ def _where(
         # The function and its pinned revisions (name@1, name@2...): ':' follows the digits.
         clauses.append("(function = ? OR function BETWEEN ? AND ?)")
         params.extend((function, f"{function}@0", f"{function}@:"))
-    if statuses is not None:
-        clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
-        params.extend(ExecutionStatus(s).value for s in statuses)
-    return clauses, params
+    if query.statuses is not None:
+        clauses.append(f"status IN ({', '.join('?' * len(query.statuses))})")
+        params.extend(sorted(s.value for s in query.statuses))
+    for clause, value in (
+        ("id < ?", query.before),
+        ("trigger_id = ?", query.trigger_id),
+        ("created_at >= ?", query.created_after),
+        ("created_at < ?", query.created_before),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
+def _limit(query: ExecutionQuery) -> str:
+    return "" if query.limit is None else f" LIMIT {int(query.limit)}"
 
 
 def _make_private_file(path: Path) -> None:
@@ -428,40 +444,17 @@ class SqliteStore(GroupCommitStore):
         )
         return _record(next(iter(rows))) if rows else None
 
-    async def list_ids(
-        self,
-        *,
-        function: str | None = None,
-        statuses: Collection[ExecutionStatus] | None = None,
-        before: str | None = None,
-        limit: int = 50,
-        trigger_id: str | None = None,
-        created_after: float | None = None,
-        created_before: float | None = None,
-    ) -> list[str]:
-        clauses, params = _where(function, statuses)
-        for clause, value in (
-            ("id < ?", before),
-            ("trigger_id = ?", trigger_id),
-            ("created_at >= ?", created_after),
-            ("created_at < ?", created_before),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    async def list_ids(self, query: ExecutionQuery) -> list[str]:
+        where, params = _where(query)
         rows = await self._conn.execute_fetchall(
-            f"SELECT id FROM executions {where} ORDER BY id DESC LIMIT ?", (*params, limit)
+            f"SELECT id FROM executions {where} ORDER BY id DESC{_limit(query)}", params
         )
         return [row[0] for row in rows]
 
-    async def find(
-        self, *, function: str | None = None, statuses: Collection[ExecutionStatus] | None = None
-    ) -> list[ExecutionRecord]:
-        clauses, params = _where(function, statuses)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    async def find(self, query: ExecutionQuery) -> list[ExecutionRecord]:
+        where, params = _where(query)
         rows = await self._conn.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM executions {where} ORDER BY id", params
+            f"SELECT {_COLUMNS} FROM executions {where} ORDER BY id{_limit(query)}", params
         )
         return [_record(row) for row in rows]
 
@@ -599,9 +592,8 @@ class SqliteStore(GroupCommitStore):
         rows = await self._conn.execute_fetchall("SELECT name FROM services WHERE active = 0")
         return {row[0] for row in rows}
 
-    async def count_by_status(self, *, function: str | None = None) -> dict[ExecutionStatus, int]:
-        clauses, params = _where(function, None)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    async def count_by_status(self, query: ExecutionQuery = ALL) -> dict[ExecutionStatus, int]:
+        where, params = _where(query.replace(limit=None))
         rows = await self._conn.execute_fetchall(
             f"SELECT status, COUNT(*) FROM executions {where} GROUP BY status", params
         )

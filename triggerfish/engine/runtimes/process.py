@@ -143,6 +143,11 @@ class ProcessRuntime(Runtime):
     with this interpreter, this ``sys.path`` (so functions pickled by reference import there)
     and the service's env and secrets."""
 
+    @classmethod
+    def for_engine(cls, engine_id: str) -> ProcessRuntime:
+        """The factory of the runtime registry (process replicas need no engine id)."""
+        return cls()
+
     async def start_replica(
         self, plan: ReplicaPlan, listener: ReplicaListener, task_group: TaskGroup
     ) -> Replica:
