@@ -50,3 +50,4 @@ def make_runtime(name: str, engine_id: str) -> Runtime:
 register_runtime("process", "triggerfish.engine.runtimes.process:ProcessRuntime.for_engine")
 register_runtime("docker", "triggerfish.engine.runtimes.docker:DockerRuntime")
 register_runtime("swarm", "triggerfish.engine.runtimes.swarm:SwarmRuntime")
+register_runtime("fake", "triggerfish.testing:FakeRuntime.for_engine")  # in-process, for tests
