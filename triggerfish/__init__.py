@@ -75,7 +75,7 @@ _HOMES = {
     "Engine": "triggerfish.sdk.entry",
     "method": "triggerfish.sdk.marks",
     "FunctionHandle": "triggerfish.sdk.handle",
-    "Client": "triggerfish.sdk.entry",
+    "Client": "triggerfish.sdk.remote",
     "ExecutionContext": "triggerfish.engine.replica.context",
     "current_context": "triggerfish.engine.replica.context",
     "MemoryStore": "triggerfish.store.memory",
@@ -220,9 +220,10 @@ if TYPE_CHECKING:
         ServiceStatus,
         StatusChange,
     )
-    from .sdk.entry import Client, Engine
+    from .sdk.entry import Engine
     from .sdk.handle import FunctionHandle
     from .sdk.marks import method
+    from .sdk.remote import Client
     from .store.abc import Store
     from .store.memory import MemoryStore
     from .store.sqlite import SqliteStore

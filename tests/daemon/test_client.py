@@ -24,7 +24,7 @@ from triggerfish import (
     TriggerNotFoundError,
     UnknownFunctionError,
 )
-from triggerfish.sdk.entry import Client
+from triggerfish.sdk.remote import Client
 
 from .daemon_app import Opaque
 from .helpers import Daemon

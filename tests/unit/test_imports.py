@@ -134,7 +134,8 @@ def test_with_engine_and_with_client_are_typed(tmp_path: Path) -> None:
     assert 'Revealed type is "triggerfish.sdk.blocking.BlockingEngine"' in checked.stdout
     assert 'Revealed type is "triggerfish.sdk.blocking.BlockingClient"' in checked.stdout
     assert checked.returncode == 0, checked.stdout
-    assert triggerfish.Engine.__module__ == triggerfish.Client.__module__ == "triggerfish.sdk.entry"
+    assert triggerfish.Engine.__module__ == "triggerfish.sdk.entry"
+    assert triggerfish.Client.__module__ == "triggerfish.sdk.remote"
 
 
 def test_both_handles_implement_the_one_protocol() -> None:
@@ -144,3 +145,13 @@ def test_both_handles_implement_the_one_protocol() -> None:
     for handle in (triggerfish.FunctionHandle, RemoteFunctionHandle):
         assert issubclass(handle, BaseFunctionHandle)
         assert not handle.__abstractmethods__  # type: ignore[attr-defined]
+
+
+def test_the_embedded_engine_loads_no_client() -> None:
+    """``from triggerfish import Engine`` loads neither the remote client nor aiohttp."""
+    code = (
+        "import sys; from triggerfish import Engine;"
+        "print(sorted({'aiohttp', 'triggerfish.sdk.client'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -67,7 +67,7 @@ def fail(message: str) -> NoReturn:
 @contextmanager
 def client(url: str | None, key: str | None) -> Iterator[Any]:
     """A blocking Client; errors become one line and exit status 1."""
-    from ..sdk.entry import Client
+    from ..sdk.remote import Client
 
     try:
         with Client(url, key) as connected:

@@ -10,15 +10,17 @@ import inspect
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ..errors import EngineClosedError
 from ..models import Execution, ExecutionPage, ExecutionStatus, ServiceStatus
 from .base import BaseFunctionHandle
-from .client import AsyncClient
 from .engine import AsyncEngine
+
+if TYPE_CHECKING:  # the client (and aiohttp) load only where a client is used
+    from .client import AsyncClient
 
 
 class BlockingFunctionHandle:
