@@ -43,7 +43,7 @@ async def test_insert_commits_and_reads_back_copies(store_factory: Callable[[], 
         await store.start(tg)
         rec = record(result=b"r", error=("T", "m", "tb"), parent_id="p")
         _change(rec, S.RUNNING, "go", 1.5)
-        rec.logs.append((2.0, "stdout", "hi\n"))
+        rec.logs = [*rec.logs, (2.0, "stdout", "hi\n")]
         await store.insert([rec])
         got = await store.get(rec.id)
         assert got is not None and got is not rec

@@ -30,11 +30,15 @@ class DeadlineQueue:
     def arm(self, key: Hashable, duration: float, now: float) -> None:
         """Expire ``key`` at ``now + duration``, replacing any deadline it had."""
         self.disarm(key)
+        group = self._groups.get(duration)
+        if group:  # it goes last in its group, behind the group's first: no earlier deadline
+            group[key] = now + duration
+            self._duration_of[key] = duration
+            return
         earliest = self.next_deadline()
-        group = self._groups.setdefault(duration, {})
-        group[key] = deadline = now + duration
+        self._groups[duration] = {key: now + duration}
         self._duration_of[key] = duration
-        if earliest is None or deadline < earliest:
+        if earliest is None or now + duration < earliest:
             self._on_earlier()
 
     def disarm(self, key: Hashable) -> None:

@@ -45,7 +45,7 @@ from ..models import (
     ExecutionRecord,
     ExecutionStatus,
     FunctionSpec,
-    new_execution_id,
+    new_execution_ids,
 )
 from ..store.abc import Store
 from .events import (
@@ -101,13 +101,28 @@ class StopReason(enum.Enum):
 
 class Waiter:
     """Someone waiting for an execution's final status; ``record`` is set when it is committed
-    (None when the engine stopped first)."""
+    (None when the engine stopped first). Its event is made only if someone waits before the
+    end: a waiter of a map is often settled before it is read, and an event costs more than
+    the rest of a waiter."""
 
-    __slots__ = ("event", "record")
+    __slots__ = ("_event", "record", "settled")
 
     def __init__(self) -> None:
-        self.event = anyio.Event()
         self.record: ExecutionRecord | None = None
+        self.settled = False
+        self._event: anyio.Event | None = None
+
+    def settle(self, record: ExecutionRecord | None) -> None:
+        self.record = record
+        self.settled = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if not self.settled:
+            if self._event is None:
+                self._event = anyio.Event()
+            await self._event.wait()
 
 
 class Live:
@@ -238,9 +253,9 @@ class Lifecycle:
         spec = self.dispatch.spec_of(function)
         now = time.time()
         lives = []
-        for blob in inputs:
+        for execution_id, blob in zip(new_execution_ids(len(inputs)), inputs, strict=True):
             record = ExecutionRecord(
-                id=new_execution_id(),
+                id=execution_id,
                 function=spec.name,
                 service=spec.service,
                 input=blob,
@@ -349,7 +364,7 @@ class Lifecycle:
 
     @staticmethod
     async def wait_for(waiter: Waiter) -> ExecutionRecord:
-        await waiter.event.wait()
+        await waiter.wait()
         if waiter.record is None:
             raise EngineClosedError("the engine stopped before the execution finished")
         return waiter.record
@@ -493,6 +508,8 @@ class Lifecycle:
         """A piece of the function's output (each line at most MAX_LOG_TEXT, at most
         MAX_LOG_ENTRIES pieces, and a mark where either cut it)."""
         logs = record.logs
+        if not isinstance(logs, list):
+            logs = record.logs = list(logs)
         if len(logs) < MAX_LOG_ENTRIES:
             if len(text) > MAX_LOG_TEXT:
                 text = text[:MAX_LOG_TEXT] + "\n[triggerfish: line truncated]\n"
@@ -677,7 +694,7 @@ class Lifecycle:
         """Nobody waits forever on a stopped engine."""
         for live in self.live.values():
             if live.waiter is not None:
-                live.waiter.event.set()
+                live.waiter.settle(None)
         self.live.clear()
 
     # -- after each commit ----------------------------------------------------------------
@@ -719,8 +736,7 @@ class Lifecycle:
             del live_now[execution_id]
             waiter = live.waiter
             if waiter is not None:
-                waiter.record = record
-                waiter.event.set()
+                waiter.settle(record)
 
     def _unstorable(self, execution_id: str, why: str) -> None:
         """An execution the store could not write (its own fault, such as a value no row can
@@ -734,10 +750,9 @@ class Lifecycle:
             self.timers.disarm(execution_id)
         if live.waiter is not None:
             failure = StoreRefusedError(f"the store could not take it: {why}")
-            live.waiter.record = dataclasses.replace(
-                live.record, status=FAILED, error=failure.triple()
+            live.waiter.settle(
+                dataclasses.replace(live.record, status=FAILED, error=failure.triple())
             )
-            live.waiter.event.set()
 
     def _fired_again(self, live: Live) -> None:
         """A cron firing that went to its pool before its commit was refused by its fire
