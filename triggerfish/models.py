@@ -40,7 +40,6 @@ __all__ = [
     "CronTriggerSpec",
     "Deployment",
     "ErrorInfo",
-    "Event",
     "EventTriggerSpec",
     "Execution",
     "ExecutionPage",
@@ -639,19 +638,6 @@ class Trigger(_Frozen):
     @property
     def name(self) -> str:
         return self.spec.name
-
-
-class Event(_Frozen):
-    """Something that happened to a resource. ``lineage`` lists the triggers whose executions
-    led to it (oldest first); it is how loops are recognised."""
-
-    id: str
-    resource: str
-    action: str
-    resource_id: str | None = None
-    body: Any = None
-    lineage: tuple[str, ...] = ()
-    time: datetime
 
 
 @dataclass(slots=True, eq=False)

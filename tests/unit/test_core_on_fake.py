@@ -20,7 +20,13 @@ from triggerfish import (
     MemoryStore,
     SqliteStore,
 )
-from triggerfish.engine.events import ExecutionStatusChanged, ReplicaLost, ReplicaStarted
+from triggerfish.engine.events import (
+    ExecutionStatusChanged,
+    ReplicaLost,
+    ReplicaStarted,
+    TriggerFired,
+    TriggerSuppressed,
+)
 from triggerfish.testing import FakeRuntime
 
 pytestmark = pytest.mark.anyio
@@ -198,3 +204,32 @@ async def test_status_changes_are_published_in_order(store: Any) -> None:
         (execution_id, "PENDING", "RUNNING"),
         (execution_id, "RUNNING", "SUCCEEDED"),
     ]
+
+
+async def test_trigger_events_tell_of_firings_and_suppressions(store: Any) -> None:
+    engine = _engine(store, FakeRuntime())
+
+    @engine.function
+    def handle_item(item: dict[str, Any]) -> str:
+        return str(item["id"])
+
+    engine.add_trigger(
+        {
+            "name": "on-item",
+            "function": "handle_item",
+            "resource": "Item",
+            "actions": ["Created"],
+            "executionMode": "Once",
+        }
+    )
+    async with engine:
+        with engine.subscribe([TriggerFired, TriggerSuppressed]) as events:
+            (execution_id,) = await engine.emit("Item", "Created", {"id": "i-1"})
+            fired = await events.__anext__()
+            engine.core.set_inactive(["handle_item"], True)
+            assert await engine.emit("Item", "Created", {"id": "i-2"}) == []
+            suppressed = await events.__anext__()
+        stats = engine.triggers.get("on-item").stats
+    assert isinstance(fired, TriggerFired) and fired.execution_id == execution_id
+    assert isinstance(suppressed, TriggerSuppressed) and "paused" in suppressed.reason
+    assert (stats.fired, stats.suppressed) == (1, 1)

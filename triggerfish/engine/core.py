@@ -82,8 +82,8 @@ class EngineCore:
         given = {"process": runtime or ProcessRuntime(), **(runtimes or {})}
         self.registry = Registry(self.lifecycle, self.engine_id, given)
         self.timeouts = Timeouts(self.lifecycle, kill_grace)
-        self.lifecycle.attach(self.registry, self.timeouts)
         self.triggering = Triggering(self.lifecycle, self.hub, self.registry, max_lineage_depth)
+        self.lifecycle.attach(self.registry, self.timeouts, self.triggering)
         self.nested = NestedCalls(self.lifecycle, self.triggering.emit)
         #: Publish an event; returns the ids of the executions it caused, once committed.
         self.emit = self.triggering.emit

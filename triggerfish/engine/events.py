@@ -277,22 +277,16 @@ class EventHub:
         self._listeners: dict[type[EngineEvent], list[Listener]] = {}
         self._subscriptions: list[Subscription] = []
         self._wanted: set[type[EngineEvent]] = set()
-        self._subscribed: set[type[EngineEvent]] = set()
         self._all_wanted = False
 
     def wants(self, kind: type[EngineEvent]) -> bool:
         """Whether anyone reads events of ``kind``: ask before building one."""
         return self._all_wanted or kind in self._wanted
 
-    def subscribed(self, kind: type[EngineEvent]) -> bool:
-        """Whether a subscriber (not counting the engine's own listeners) reads ``kind``."""
-        return self._all_wanted or kind in self._subscribed
-
-    def publish(self, event: EngineEvent, *, listeners: bool = True) -> None:
-        """Hand ``event`` to its listeners (unless ``listeners`` is false: the engine has
-        already done what they would) and to its subscribers."""
+    def publish(self, event: EngineEvent) -> None:
+        """Hand ``event`` to its listeners, then to its subscribers."""
         kind = type(event)
-        for listener in self._listeners.get(kind, ()) if listeners else ():
+        for listener in self._listeners.get(kind, ()):
             try:
                 listener(event)
             except Exception:  # a part's bug must not stop the others from hearing it
@@ -350,7 +344,6 @@ class EventHub:
                 self._all_wanted = True
             else:
                 subscribed |= subscription.kinds
-        self._subscribed = subscribed
         self._wanted = subscribed | set(self._listeners)
 
 

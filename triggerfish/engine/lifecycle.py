@@ -165,6 +165,13 @@ class Dispatch(Functions, Protocol):
         """Take a queued execution out of its pool's queue (no-op if it is not queued)."""
 
 
+class Firings(Protocol):
+    """The triggering part, told of each triggered execution whose creation is committed."""
+
+    def count_fired(self, trigger_id: str) -> None:
+        """One more firing of the trigger (the store counted it in the same transaction)."""
+
+
 class Timers(Protocol):
     """The timeouts part's deadlines; at each, it calls the lifecycle's ``*_expired``."""
 
@@ -186,6 +193,12 @@ def fired(record: ExecutionRecord, trigger_id: str) -> TriggerFired:
         execution_id=record.id,
         function=record.function,
     )
+
+
+def stamp(record: ExecutionRecord, message: str, now: float) -> None:
+    """A new execution exists from ``now``: its creation time and first status log entry."""
+    record.created_at = now
+    record.status_log.append((now, PENDING, None, message))
 
 
 def checked_view(view: Any) -> tuple[str, str]:
@@ -216,10 +229,12 @@ class Lifecycle:
         self._idle = anyio.Event()  # set when nothing is placed (while the engine drains)
         self._dispatch: Dispatch | None = None
         self._timers: Timers | None = None
+        self._firings: Firings | None = None
 
-    def attach(self, dispatch: Dispatch, timers: Timers) -> None:
+    def attach(self, dispatch: Dispatch, timers: Timers, firings: Firings) -> None:
         self._dispatch = dispatch
         self._timers = timers
+        self._firings = firings
 
     @property
     def dispatch(self) -> Dispatch:
@@ -280,11 +295,10 @@ class Lifecycle:
         self.raise_unstored(lives)
         return lives
 
-    def adopt(self, record: ExecutionRecord, message: str, now: float, *, born: bool) -> Live:
-        """A triggered execution exists from ``now``; ``born`` ones are queued once their
-        creation is committed (see ``committed``), the others by their creator."""
-        record.created_at = now
-        record.status_log.append((now, PENDING, None, message))
+    def adopt(self, record: ExecutionRecord, *, born: bool) -> Live:
+        """A triggered execution, stamped (see ``stamp``), is the lifecycle's from now on;
+        ``born`` ones are queued once their creation is committed (see ``committed``), the
+        others by their creator."""
         live = self.live[record.id] = Live(record, born=born)
         if self.hub.wants(ExecutionCreated):
             self._tell_created(record)
@@ -292,11 +306,13 @@ class Lifecycle:
 
     def enqueue(self, live: Live, *, front: bool = False) -> None:
         if not self.dispatch.enqueue(live.record, front=front):
-            logger.warning(
-                "execution_waiting_for_function",
-                execution_id=live.record.id,
-                function=live.record.function,
-            )
+            self.not_queued(live.record)
+
+    @staticmethod
+    def not_queued(record: ExecutionRecord) -> None:
+        logger.warning(
+            "execution_waiting_for_function", execution_id=record.id, function=record.function
+        )
 
     def waiting(self, functions: Collection[str]) -> list[ExecutionRecord]:
         """PENDING executions of ``functions`` that no queue holds: a new pool takes them."""
@@ -728,7 +744,10 @@ class Lifecycle:
             if live.born:
                 live.born = False
                 if record.trigger_id is not None:
-                    self.hub.publish(fired(record, record.trigger_id))
+                    assert self._firings is not None
+                    self._firings.count_fired(record.trigger_id)
+                    if self.hub.wants(TriggerFired):
+                        self.hub.publish(fired(record, record.trigger_id))
                 if record.status is PENDING and not live.backing_off:
                     self.enqueue(live)
             if status not in terminal or record.status not in terminal:

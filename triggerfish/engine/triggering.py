@@ -46,7 +46,7 @@ from ..triggers.definitions import validate_spec
 from .bus import EventBus
 from .clock import CronClock
 from .events import CronMissed, EventHub, ExecutionStatusChanged, TriggerFired, TriggerSuppressed
-from .lifecycle import Functions, Lifecycle, Live, fired
+from .lifecycle import Functions, Lifecycle, Live, fired, stamp
 from .replica.views import JSON, REPR
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -121,7 +121,6 @@ class Triggering:
         self.cron_lateness: deque[float] = deque(maxlen=100_000)
         self.running = False
         self._stop_hearing_statuses: Any = None
-        hub.listen(TriggerFired, self._count_fired)
 
     # -- starting -------------------------------------------------------------------------
 
@@ -312,7 +311,8 @@ class Triggering:
             self._not_fired(trigger, now)
             return None
         record.id = new_execution_id()
-        live = self._lifecycle.adopt(record, _fired_by(trigger), now, born=True)
+        stamp(record, _fired_by(trigger), now)
+        live = self._lifecycle.adopt(record, born=True)
         self._lifecycle.store.create(record, once)
         return live
 
@@ -371,10 +371,10 @@ class Triggering:
                 )
             )
 
-    def _count_fired(self, event: TriggerFired) -> None:
+    def count_fired(self, trigger_id: str) -> None:
         """A triggered execution's creation was committed: one more firing (the store
-        counted it in the same transaction)."""
-        trigger = self.records.get(event.trigger_id)
+        counted it in the same transaction). The lifecycle's ``Firings``."""
+        trigger = self.records.get(trigger_id)
         if trigger is not None:
             trigger.fired += 1
 
@@ -417,8 +417,7 @@ class Triggering:
                     firing.record.id = execution_id
         lifecycle = self._lifecycle
         clock, lateness = time.time, self.cron_lateness.append
-        adopt, enqueue = lifecycle.adopt, lifecycle.enqueue
-        paused, created = self._functions.paused, []
+        enqueue, paused, created = lifecycle.dispatch.enqueue, self._functions.paused, []
         collecting = gc.isenabled()
         gc.disable()  # a full collection of a large heap would stall the firings behind it
         try:
@@ -427,26 +426,27 @@ class Triggering:
                 if record is None or paused(record.service):
                     self._not_fired(firing.trigger, now)
                     continue
-                live = adopt(record, firing.message, now, born=recovered)
-                if not recovered:
-                    enqueue(live)
+                stamp(record, firing.message, now)
+                if not recovered and not enqueue(record):
+                    lifecycle.not_queued(record)
                 lateness(now - due)
                 created.append((firing.trigger, record, firing.once))
         finally:
             if collecting:
                 gc.enable()
-        # Stored after the loop, so that the pools wake before the store's writer does: a
-        # commit's snapshots must not stand between a firing and its dispatch.
-        store = lifecycle.store
-        # Counted here, where it is dispatched (a recovered one once committed, by
-        # _count_fired): its event goes to subscribers alone.
-        create, tell = store.create, self._hub.subscribed(TriggerFired) and not recovered
+        # Adopted and stored after the loop (no await in between, so no pool has run yet),
+        # so that the pools wake before the store's writer does: a commit's snapshots must
+        # not stand between a firing and its dispatch. Counted here, where it is
+        # dispatched (a recovered one once committed, by count_fired).
+        store, adopt = lifecycle.store, lifecycle.adopt
+        create, tell = store.create, self._hub.wants(TriggerFired) and not recovered
         for trigger, record, once in created:
+            adopt(record, born=recovered)
             create(record, once)
             if not recovered:
                 trigger.fired += 1
                 if tell:
-                    self._hub.publish(fired(record, trigger.id), listeners=False)
+                    self._hub.publish(fired(record, trigger.id))
         for firing in firings:
             firing.trigger.cursor = due
             store.save_trigger(firing.trigger)
