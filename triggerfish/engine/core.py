@@ -227,14 +227,27 @@ class EngineCore:
         """Run FAILED and TIMED_OUT executions of ``function`` again; returns their ids."""
         self.check_running()
         spec = self.spec_of(function)
-        await self.store.flush()
         if execution_ids is None:
-            query = ExecutionQuery(function=function, statuses=_RERUNNABLE)
-            records = await self.store.find(query)
+            records = await self.find(ExecutionQuery(function=function, statuses=_RERUNNABLE))
         else:
             records = [await self.record(i) for i in execution_ids]
             records = [r for r in records if belongs_to(r.function, function)]
         return self.lifecycle.rerun(records, spec)
+
+    async def list_ids(self, query: ExecutionQuery) -> list[str]:
+        """The ids ``query`` selects, newest first, as of everything submitted so far."""
+        await self.store.flush()
+        return await self.store.list_ids(query)
+
+    async def find(self, query: ExecutionQuery) -> list[ExecutionRecord]:
+        """The records ``query`` selects, oldest first, as of everything submitted so far."""
+        await self.store.flush()
+        return await self.store.find(query)
+
+    async def count_by_status(self, query: ExecutionQuery) -> dict[ExecutionStatus, int]:
+        """How many of the executions ``query`` selects are in each status."""
+        await self.store.flush()
+        return await self.store.count_by_status(query)
 
     def unfinished(self, function: str | None = None) -> list[str]:
         """The ids of the executions (of a function and its revisions) not finished yet."""

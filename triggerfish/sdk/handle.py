@@ -37,8 +37,7 @@ async def list_page(core: EngineCore, query: ExecutionQuery) -> ExecutionPage:
     """One page of execution ids, newest first (see ``FunctionHandle.list``): at most the
     query's limit (50 if it has none)."""
     limit = query.limit or 50
-    await core.store.flush()
-    ids = await core.store.list_ids(query.replace(limit=limit + 1))
+    ids = await core.list_ids(query.replace(limit=limit + 1))
     more = len(ids) > limit
     ids = ids[:limit]
     return ExecutionPage(execution_ids=tuple(ids), offset=ids[-1] if more else None)
@@ -133,13 +132,11 @@ class FunctionHandle(BaseFunctionHandle[Waiter]):
 
     async def iter_results(self) -> AsyncIterator[Any]:
         """Results of this function's SUCCEEDED executions, oldest first."""
-        await self._core.store.flush()
         query = ExecutionQuery(function=self.name, statuses=frozenset({ExecutionStatus.SUCCEEDED}))
-        records = await self._core.store.find(query)
+        records = await self._core.find(query)
         for record in records:
             yield unpack_result(record)
 
     async def statistics(self) -> dict[ExecutionStatus, int]:
         """How many executions of this function are in each status."""
-        await self._core.store.flush()
-        return await self._core.store.count_by_status(ExecutionQuery(function=self.name))
+        return await self._core.count_by_status(ExecutionQuery(function=self.name))
