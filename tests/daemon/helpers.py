@@ -155,7 +155,7 @@ def start_daemon(
         process.kill()
         process.wait(timeout=10)
         raise
-    assert key is not None
+    assert isinstance(key, str) and key, f"no API key for {url} in {credentials}"
     return Daemon(url, key, data_dir, process, stderr_path, credentials)
 
 

@@ -104,7 +104,7 @@ async def test_a_trigger_past_its_end_stops_and_one_not_yet_started_waits() -> N
     async with recorder.running(lead=0.2) as (clock, handovers):
         now = datetime.now(UTC)
         first_time = EVERY_SECOND.next_after(now)
-        assert first_time is not None
+        assert first_time is not None and now < first_time <= now + timedelta(seconds=1)
         ending = CronSchedule.parse("* * * * * *", end_at=first_time + timedelta(milliseconds=500))
         starting = CronSchedule.parse("* * * * * *", start_at=first_time + timedelta(seconds=1))
         clock.schedule("ending", ending, now)
