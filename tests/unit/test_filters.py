@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from triggerfish.triggers.filters import FilterError, compile_filter, index_key, strings_at
+from triggerfish.triggers.filters import (
+    FilterError,
+    compile_filter,
+    index_key,
+    split_on_key,
+    strings_at,
+)
 
 ITEM = {
     "dir": "/input",
@@ -275,6 +281,38 @@ def test_a_filter_matches_only_documents_holding_its_index_key(
     for doc in docs:
         if reference(spec, doc):
             assert value in strings_at(doc, path), (spec, doc)
+
+
+@settings(max_examples=800, deadline=None)
+@given(spec=st.one_of(keyed_filters(), filters), docs=st.lists(string_documents, max_size=5))
+def test_a_filter_split_on_its_key_matches_as_the_whole(
+    spec: dict[str, Any], docs: list[Any]
+) -> None:
+    """The matcher runs only the rest of a filed filter on the documents found under its
+    key: that must match exactly what the whole filter matches."""
+    key, rest = split_on_key(spec)
+    if key is None:
+        assert rest is spec
+        return
+    path, value = key
+    whole, remainder = compile_filter(spec), compile_filter(rest)
+    for doc in docs:
+        found = value in strings_at(doc, path)
+        assert (found and remainder(doc)) is whole(doc) is reference(spec, doc), (spec, doc)
+
+
+@pytest.mark.parametrize(
+    ("spec", "rest"),
+    [
+        ({"dir": "/in"}, {}),
+        ({"size": {"$gt": 1}, "dir": {"$eq": "/in"}}, {"size": {"$gt": 1}}),
+        ({"$and": [{"hidden": False}, {"a.b": "x"}]}, {"$and": [{"hidden": False}]}),
+        ({"$and": [{"a": "x"}], "b": 1}, {"b": 1}),
+        ({"dir": "/in/*"}, {"dir": "/in/*"}),
+    ],
+)
+def test_split_on_key_leaves_the_rest(spec: Any, rest: Any) -> None:
+    assert split_on_key(spec)[1] == rest
 
 
 @pytest.mark.parametrize(

@@ -21,13 +21,21 @@ returned predicate is pure.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigurationError
 
-__all__ = ["FilterError", "Predicate", "compile_filter", "index_key", "strings_at"]
+__all__ = [
+    "FilterError",
+    "Predicate",
+    "compile_filter",
+    "index_key",
+    "split_on_key",
+    "strings_at",
+]
 
 Predicate = Callable[[Any], bool]
 _MISSING = object()
@@ -63,20 +71,29 @@ def index_key(spec: Any) -> tuple[str, str] | None:
     there), so a matcher may look filters up by the document's strings instead of running
     each one. Wildcard strings do not count. ``spec`` must be a valid filter.
     """
+    return split_on_key(spec)[0]
+
+
+def split_on_key(spec: Any) -> tuple[tuple[str, str] | None, Any]:
+    """The filter's index key (see ``index_key``), and the filter without the equality that
+    gives it: what is left to test of a document found under that key. With no key, the
+    filter as it is. ``spec`` must be a valid filter."""
     if not isinstance(spec, dict):
-        return None
+        return None, spec
     for key, value in spec.items():
         if key == "$and":
-            for part in value:
-                found = index_key(part)
+            for i, part in enumerate(value):
+                found, rest = split_on_key(part)
                 if found is not None:
-                    return found
+                    parts = [*value[:i], *([rest] if rest else []), *value[i + 1 :]]
+                    others = {k: v for k, v in spec.items() if k != "$and"}
+                    return found, ({**others, "$and": parts} if parts else others)
         elif not key.startswith("$"):
             if isinstance(value, dict) and set(value) == {"$eq"}:
                 value = value["$eq"]
             if isinstance(value, str) and _wildcard(value) is None:
-                return key, value
-    return None
+                return (key, value), {k: v for k, v in spec.items() if k != key}
+    return None, spec
 
 
 def strings_at(doc: Any, path: str) -> set[str]:
@@ -127,10 +144,24 @@ def _compile_document(spec: Any, where: str) -> Predicate:
             raise FilterError(at, f"unknown operator {key!r} (here: $and, $or, $not)")
         else:
             parts.append(_compile_field(key, value, at))
+    if not parts:
+        return _always
     return parts[0] if len(parts) == 1 else _all_of(parts)
 
 
+# The compiled forms below are what every event runs through, once per candidate trigger:
+# they are written for speed (unrolled conjunctions, a walk of plain objects without lists,
+# equality on a plain string without the general comparison), always with the same results
+# as the general forms, which the tests check against a reference interpreter.
+
+
 def _all_of(parts: list[Predicate]) -> Predicate:
+    if len(parts) == 2:
+        first, second = parts
+        return lambda doc: first(doc) and second(doc)
+    if len(parts) == 3:
+        first, second, third = parts
+        return lambda doc: first(doc) and second(doc) and third(doc)
     return lambda doc: all(part(doc) for part in parts)
 
 
@@ -152,7 +183,17 @@ def _compile_field(path: str, condition: Any, where: str) -> Predicate:
 
 def _resolve(doc: Any, steps: tuple[str, ...]) -> list[Any]:
     """Every value the path reaches, walking into arrays of objects; [] if none."""
-    current = [doc]
+    value = doc
+    for depth, step in enumerate(steps):
+        if type(value) is not dict:  # an array (or a subclass) on the way: the whole walk
+            return _resolve_all([value], steps[depth:])
+        value = value.get(step, _MISSING)
+        if value is _MISSING:
+            return []
+    return [value]
+
+
+def _resolve_all(current: list[Any], steps: tuple[str, ...]) -> list[Any]:
     for step in steps:
         found: list[Any] = []
         for value in current:
@@ -201,10 +242,13 @@ def _compile_operator(op: str, operand: Any, where: str) -> Callable[[list[Any]]
     if op in ("$in", "$nin"):
         if not isinstance(operand, list):
             raise FilterError(where, f"{op} takes an array, got {_type_name(operand)}")
-        options = [_equals(choice) for choice in operand]
+        if operand and all(type(c) is str and _wildcard(c) is None for c in operand):
+            member = _member_of_texts(frozenset(operand))
+        else:
+            options = [_equals(choice) for choice in operand]
 
-        def member(values: list[Any]) -> bool:
-            return any(option(values) for option in options)
+            def member(values: list[Any]) -> bool:
+                return any(option(values) for option in options)
 
         return member if op == "$in" else (lambda values: not member(values))
     if op == "$exists":
@@ -234,6 +278,8 @@ def _equals(expected: Any) -> Callable[[list[Any]], bool]:
     """Equality with the usual reach: a missing field equals null, an array equals a value it
     contains, and a string with * or ? is a wildcard pattern."""
     pattern = _wildcard(expected) if isinstance(expected, str) else None
+    if type(expected) is str and pattern is None:
+        return _equals_text(expected)
 
     def same(value: Any) -> bool:
         if pattern is not None:
@@ -252,22 +298,49 @@ def _equals(expected: Any) -> Callable[[list[Any]], bool]:
     return test
 
 
+def _equals_text(expected: str) -> Callable[[list[Any]], bool]:
+    """``_equals`` of a plain string: only a string equals it (a subclass of str too)."""
+
+    def test(values: list[Any]) -> bool:
+        for value in values:
+            if value == expected or (isinstance(value, list) and expected in value):
+                return True
+        return False
+
+    return test
+
+
+def _member_of_texts(texts: frozenset[str]) -> Callable[[list[Any]], bool]:
+    """``$in`` of plain strings: a set lookup where a general comparison per choice was."""
+
+    def member(values: list[Any]) -> bool:
+        for value in values:
+            for item in value if isinstance(value, list) else (value,):
+                # Exact strings only: a subclass (a str enum) may hash apart from its text.
+                if type(item) is str:
+                    if item in texts:
+                        return True
+                elif isinstance(item, str) and any(item == text for text in texts):
+                    return True
+        return False
+
+    return member
+
+
+_COMPARE = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
+
+
 def _ordering(op: str, operand: Any) -> Callable[[list[Any]], bool]:
     numeric = _is_number(operand)
-
-    def comparable(value: Any) -> bool:
-        return _is_number(value) if numeric else isinstance(value, str)
+    compare = _COMPARE[op]
 
     def holds(value: Any) -> bool:
-        if not comparable(value):
+        if numeric:
+            if not _is_number(value):
+                return False
+        elif not isinstance(value, str):
             return False
-        if op == "$gt":
-            return bool(value > operand)
-        if op == "$gte":
-            return bool(value >= operand)
-        if op == "$lt":
-            return bool(value < operand)
-        return bool(value <= operand)
+        return bool(compare(value, operand))
 
     def test(values: list[Any]) -> bool:
         return any(

@@ -4,7 +4,9 @@ Triggers are indexed by (resource, action), each with its filter compiled once, 
 costs only the triggers that listen to its resource and action, however many others exist.
 Within one (resource, action), a filter that requires a plain string at a path (``{"dir":
 "/in"}``, also inside ``$and``) is filed under that string: an event runs only the filters
-filed under the strings it carries at those paths, plus the filters with no such key.
+filed under the strings it carries at those paths, plus the filters with no such key. A filed
+filter is compiled without that equality, which finding it under its string has shown: a filter
+that is only ``{"dir": "/in"}`` runs nothing at all.
 
 Loop protection: an event carries the lineage of triggers whose executions led to it. A
 trigger whose id already appears in the lineage more than its ``loop_limit`` does not fire,
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..models import EventTriggerSpec
-from .filters import Predicate, compile_filter, index_key, strings_at
+from .filters import Predicate, compile_filter, split_on_key, strings_at
 
 __all__ = ["Firing", "Suppression", "TriggerIndex"]
 
@@ -43,7 +45,13 @@ class Suppression:
 class _Entry:
     trigger_id: str
     spec: EventTriggerSpec
-    predicate: Predicate
+    key: tuple[str, str] | None  # the (path, string) it is filed under
+    predicate: Predicate  # the rest of its filter (all of it, with no key)
+
+    @classmethod
+    def of(cls, trigger_id: str, spec: EventTriggerSpec) -> _Entry:
+        key, rest = split_on_key(spec.filter)
+        return cls(trigger_id, spec, key, compile_filter(rest))
 
 
 class _Bucket:
@@ -56,7 +64,7 @@ class _Bucket:
         self.unkeyed: dict[str, _Entry] = {}
 
     def add(self, entry: _Entry) -> None:
-        key = index_key(entry.spec.filter)
+        key = entry.key
         if key is None:
             self.unkeyed[entry.trigger_id] = entry
         else:
@@ -64,7 +72,7 @@ class _Bucket:
             self.by_path.setdefault(path, {}).setdefault(value, {})[entry.trigger_id] = entry
 
     def remove(self, entry: _Entry) -> None:
-        key = index_key(entry.spec.filter)
+        key = entry.key
         if key is None:
             del self.unkeyed[entry.trigger_id]
             return
@@ -104,7 +112,7 @@ class TriggerIndex:
     def add(self, trigger_id: str, spec: EventTriggerSpec) -> None:
         """Index an active trigger (replacing what it was); the filter must already be valid."""
         self.remove(trigger_id)
-        entry = _Entry(trigger_id, spec, compile_filter(spec.filter))
+        entry = _Entry.of(trigger_id, spec)
         keys = [(spec.resource, action) for action in spec.actions]
         for key in keys:
             self._by_key.setdefault(key, _Bucket()).add(entry)
