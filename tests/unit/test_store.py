@@ -264,3 +264,41 @@ async def test_a_triggers_firings_are_counted_in_the_commit_that_stores_them(
         (stored,) = await reopened.list_triggers()
         assert stored.fired == 2
         await reopened.aclose()
+
+
+async def test_firings_of_many_triggers_in_one_commit_are_each_counted(
+    store_factory: Callable[[], Store],
+) -> None:
+    """One statement raises every trigger's count: each by its own firings, none by a
+    refused one, and a trigger with no firing is left as it was."""
+    from triggerfish.models import EventTriggerSpec, TriggerRecord
+
+    store = store_factory()
+    triggers = [
+        TriggerRecord(
+            id=f"trg-{i}",
+            spec=EventTriggerSpec(
+                name=f"t{i}", function="f", resource="Item", actions=("Created",)
+            ),
+            created_at=1.0,
+        )
+        for i in range(4)
+    ]
+    async with anyio.create_task_group() as tg:
+        await store.start(tg)
+        for trigger in triggers:
+            store.save_trigger(trigger)
+        await store.flush()
+        for i, trigger in enumerate(triggers[:3]):
+            for n in range(i + 1):
+                execution = record()
+                execution.trigger_id = trigger.id
+                store.create(execution, (trigger.id, f"item-{n}"))
+        refused = record()
+        refused.trigger_id = "trg-2"
+        store.create(refused, ("trg-2", "item-0"))  # item-0 fired trg-2 in this commit already
+        await store.flush()
+        counts = {t.id: t.fired for t in await store.list_triggers()}
+        assert counts == {"trg-0": 1, "trg-1": 2, "trg-2": 3, "trg-3": 0}
+        assert await store.get(refused.id) is None
+        await store.aclose()

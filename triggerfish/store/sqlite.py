@@ -76,12 +76,16 @@ _SMALL_BINDING = 64 * 1024
 _CACHED_STATEMENTS = 128
 _BIG_COLUMNS = (4, 8, 11, 12, 18, 21)  # input, result, status_log, logs, event, result_view
 _FIRES_PER_STATEMENT = 32766 // 4
+# The writer's statements hold a commit's rows in one statement each, not one per row (as
+# ``executemany`` would): the connection's thread gives up the GIL at every step of a
+# statement, and while the event loop is busy each step waits up to the interpreter's switch
+# interval (5 ms) to get it back. A commit of 300 firings took 5 to 15 ms of such waits.
 _TRIGGER_UPSERT = (
     "INSERT INTO triggers (id, name, spec, created_at, stats, cursor) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (id) DO UPDATE SET name=excluded.name, spec=excluded.spec, "
     "stats=excluded.stats, cursor=excluded.cursor"
 )
-_TRIGGER_STATE_UPDATE = "UPDATE triggers SET stats = ?, cursor = ? WHERE id = ?"
+
 # Rows written between two checkpoints (about as many WAL pages as sqlite's own default of
 # 1,000), and the WAL size past which the writer itself checkpoints and restarts it: a
 # checkpoint on the side cannot restart a WAL that commits keep appending to.
@@ -118,12 +122,19 @@ def _upsert_executions(connection: sqlite3.Connection, rows: list[tuple[Any, ...
             connection.execute(_upsert(len(chunk)), [v for row in chunk for v in row])
 
 
+@functools.lru_cache(maxsize=1024)
+def _lineage_text(lineage: tuple[str, ...]) -> str:
+    return _dumps(lineage)  # the same few chains of triggers, over and over
+
+
 def _row(record: ExecutionRecord) -> tuple[Any, ...]:
+    # Made for every write of an execution, on the event loop: each part as cheap as it can be
+    # (``_value_`` is the enum's own attribute, a quarter of what the ``value`` property costs).
     return (
         record.id,
         record.function,
         record.service,
-        record.status.value,
+        record.status._value_,
         record.input,
         record.max_attempts,
         record.attempts,
@@ -132,14 +143,14 @@ def _row(record: ExecutionRecord) -> tuple[Any, ...]:
         None if record.error is None else _dumps(record.error),
         record.progress,
         _dumps(record.status_log),
-        _dumps(record.logs),
+        _dumps(record.logs) if record.logs else "[]",
         record.parent_id,
         record.created_at,
         record.started_at,
         record.finished_at,
         record.trigger_id,
         None if record.event is None else _dumps(record.event),
-        _dumps(record.lineage) if record.lineage else None,
+        _lineage_text(record.lineage) if record.lineage else None,
         *(record.result_view or (None, None)),
         record.engine_id,
     )
@@ -216,7 +227,7 @@ def _write_batch(connection: sqlite3.Connection, batch: Batch) -> set[str]:
         if batch.triggers:
             connection.executemany(_TRIGGER_UPSERT, batch.triggers)
         if batch.trigger_states:
-            connection.executemany(_TRIGGER_STATE_UPDATE, batch.trigger_states)
+            _update_trigger_states(connection, batch.trigger_states)
         if batch.fired:
             _count_firings(connection, batch.fired, refused)
         for trigger_id in batch.deleted_triggers:
@@ -228,34 +239,76 @@ def _write_batch(connection: sqlite3.Connection, batch: Batch) -> set[str]:
     return refused
 
 
+def _update_from_values(
+    connection: sqlite3.Connection, assignments: str, columns: str, rows: list[tuple[Any, ...]]
+) -> None:
+    """``UPDATE triggers SET <assignments>`` for each row of values (``columns`` names them;
+    one of them is ``id``), in one statement per 32766 parameters."""
+    width = len(rows[0]) if rows else 1
+    placeholders = "(" + ", ".join("?" * width) + ")"
+    per_statement = 32766 // width
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        connection.execute(
+            f"WITH v({columns}) AS (VALUES {', '.join([placeholders] * len(chunk))}) "
+            f"UPDATE triggers SET {assignments} FROM v WHERE triggers.id = v.id",
+            [value for row in chunk for value in row],
+        )
+
+
 def _count_firings(
     connection: sqlite3.Connection, fired: dict[str, str], refused: set[str]
 ) -> None:
     counts = Counter(t for execution_id, t in fired.items() if execution_id not in refused)
-    connection.executemany(
-        "UPDATE triggers SET fired = fired + ? WHERE id = ?",
-        [(count, trigger_id) for trigger_id, count in counts.items()],
-    )
+    rows = [(count, trigger_id) for trigger_id, count in counts.items()]
+    _update_from_values(connection, "fired = fired + v.n", "n, id", rows)
+
+
+def _update_trigger_states(connection: sqlite3.Connection, states: list[Any]) -> None:
+    assignments = "stats = v.stats, cursor = v.cursor"
+    _update_from_values(connection, assignments, "stats, cursor, id", states)
 
 
 def _insert_fires(connection: sqlite3.Connection, once: dict[str, tuple[str, str]]) -> set[str]:
-    """Insert fire records; the executions whose key was already there are refused."""
+    """Insert fire records; the executions whose key was already there are refused.
+
+    A fire record seldom exists already, so the count of rows inserted tells that each one
+    was: only a statement that inserted fewer reads back which executions hold the keys."""
     if not once:
         return set()
     now = time.time()
     items = list(once.items())
-    accepted: set[str] = set()
+    refused: set[str] = set()
     for start in range(0, len(items), _FIRES_PER_STATEMENT):
         chunk = items[start : start + _FIRES_PER_STATEMENT]
         values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
         params = [v for eid, (tid, key) in chunk for v in (tid, key, eid, now)]
         cursor = connection.execute(
             f"INSERT INTO fires (trigger_id, key, execution_id, fired_at) VALUES {values} "
-            "ON CONFLICT DO NOTHING RETURNING execution_id",
+            "ON CONFLICT DO NOTHING",
             params,
         )
-        accepted.update(row[0] for row in cursor.fetchall())
-    return {eid for eid in once if eid not in accepted}
+        if cursor.rowcount != len(chunk):
+            refused |= _refused_fires(connection, chunk)
+    return refused
+
+
+def _refused_fires(
+    connection: sqlite3.Connection, chunk: list[tuple[str, tuple[str, str]]]
+) -> set[str]:
+    """The executions of ``chunk`` whose fire record holds another execution."""
+    holders: dict[tuple[str, str], str] = {}
+    for start in range(0, len(chunk), 32766 // 2):
+        part = chunk[start : start + 32766 // 2]
+        rows = connection.execute(
+            "WITH k(trigger_id, key) AS (VALUES "
+            + ", ".join(["(?, ?)"] * len(part))
+            + ") SELECT fires.trigger_id, fires.key, fires.execution_id FROM fires "
+            "JOIN k ON fires.key = k.key AND fires.trigger_id = k.trigger_id",
+            [v for _, (tid, key) in part for v in (tid, key)],
+        ).fetchall()
+        holders.update(((tid, key), eid) for tid, key, eid in rows)
+    return {eid for eid, key in chunk if holders.get(key) != eid}
 
 
 def _where(query: ExecutionQuery) -> tuple[str, list[Any]]:
