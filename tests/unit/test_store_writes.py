@@ -80,6 +80,37 @@ async def test_a_burst_is_committed_in_bounded_batches_with_trigger_rows_last(
         await store.aclose()
 
 
+async def test_a_flush_returns_with_its_own_commits_while_the_queue_never_drains(
+    store_factory: Callable[[], Store],
+) -> None:
+    """Under a steady stream of new executions the queue is never empty; a flush waits for
+    the commits that hold what was queued before it, not for the queue to drain."""
+    store = store_factory()
+    assert isinstance(store, GroupCommitStore)
+    store.batch_limit = 10
+    commits = 0
+
+    def refill(written: Any, refused: Any, failed: Any) -> None:
+        nonlocal commits
+        commits += 1
+        if commits < 50:  # each commit queues more than the next one takes
+            for _ in range(15):
+                store.save(record())
+
+    async with anyio.create_task_group() as tg:
+        await store.start(tg, refill)
+        before = [record() for _ in range(25)]
+        for execution in before:
+            store.save(execution)
+        await store.flush()
+        assert commits == 3  # 25 records, 10 a commit: the third holds the last of them
+        assert store._pending  # and the queue has not drained
+        for execution in before:
+            assert await store.get(execution.id) is not None
+        await store.aclose()
+    assert commits >= 50
+
+
 async def test_saving_a_trigger_again_writes_its_state_and_a_new_spec_writes_the_row(
     store_factory: Callable[[], Store],
 ) -> None:

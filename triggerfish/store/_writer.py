@@ -120,8 +120,14 @@ class GroupCommitStore(Store):
         # Executions the store could not take: their later saves are dropped, not retried.
         self._unstorable: set[str] = set()
         self._wake = anyio.Event()
-        self._pending_committed = anyio.Event()
-        self._inflight_committed: anyio.Event | None = None
+        # Commits are numbered as they are taken. A flush of executions waits for the commit
+        # that will hold the last one queued (the queue is taken in order, batch_limit at a
+        # time), not for the queue to drain: under a steady stream of emits it seldom does,
+        # and each emit waited out a commit or two more than its own.
+        self._taken = 0
+        self._committed = 0
+        self._tickets: dict[int, anyio.Event] = {}  # commit number -> who waits for it
+        self._pending_committed = anyio.Event()  # set by each commit that drains the queue
         self._listener: CommitListener | None = None
         self._closing = False
         self._stopped: anyio.Event | None = None
@@ -216,10 +222,26 @@ class GroupCommitStore(Store):
         return bool(self._pending or self._triggers)
 
     async def flush(self) -> None:
-        if self._has_pending():
+        if self._triggers:  # trigger rows ride only with a commit that drains the queue
             await self._pending_committed.wait()
-        elif self._inflight_committed is not None:
-            await self._inflight_committed.wait()
+            return
+        if self._pending:
+            ticket = self._taken - (-len(self._pending) // self.batch_limit)
+        elif self._taken > self._committed:
+            ticket = self._taken  # the commit in flight
+        else:
+            return
+        if self._committed < ticket:
+            event = self._tickets.get(ticket)
+            if event is None:
+                event = self._tickets[ticket] = anyio.Event()
+            await event.wait()
+
+    def _reached(self, number: int) -> None:
+        self._committed = number
+        if self._tickets:
+            for ticket in [t for t in self._tickets if t <= number]:
+                self._tickets.pop(ticket).set()
 
     async def _run_writer(self, *, task_status: TaskStatus[None]) -> None:
         assert self._stopped is not None
@@ -259,6 +281,8 @@ class GroupCommitStore(Store):
 
     async def _commit_pending(self) -> None:
         records, once, fired, drained = self._take_pending()
+        self._taken += 1
+        number = self._taken
         if self._unstorable:
             records = [r for r in records if r.id not in self._unstorable]
         if drained:
@@ -267,10 +291,10 @@ class GroupCommitStore(Store):
             # firings (a firing stored twice is refused by its fire record; one never
             # stored would be lost).
             triggers, self._triggers = self._triggers, {}
-            done, self._pending_committed = self._pending_committed, anyio.Event()
+            drains: anyio.Event | None = self._pending_committed
+            self._pending_committed = anyio.Event()
         else:
-            triggers, done = {}, anyio.Event()  # flush() waits for the commit that drains
-        self._inflight_committed = done
+            triggers, drains = {}, None
         failed: dict[str, str] = {}
         try:
             executions = [(r.id, self._snapshot(r)) for r in records]
@@ -289,8 +313,9 @@ class GroupCommitStore(Store):
                     refused = await self._write(batch)
                 except Exception:
                     refused = await self._write_apart(batch, failed)
-        self._inflight_committed = None
-        done.set()
+        self._reached(number)
+        if drains is not None:
+            drains.set()
         if failed:
             self._unstorable.update(i for i in failed if not i.startswith("trg-"))
         if self._listener is not None:
