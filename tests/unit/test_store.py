@@ -297,8 +297,20 @@ async def test_firings_of_many_triggers_in_one_commit_are_each_counted(
         refused = record()
         refused.trigger_id = "trg-2"
         store.create(refused, ("trg-2", "item-0"))  # item-0 fired trg-2 in this commit already
+        triggers[0].suppressed, triggers[0].cursor = 5, 7.5  # its state, in the same commit
+        store.save_trigger(triggers[0])
+        triggers[3].cursor = 9.0  # a state and no firing
+        store.save_trigger(triggers[3])
         await store.flush()
-        counts = {t.id: t.fired for t in await store.list_triggers()}
-        assert counts == {"trg-0": 1, "trg-1": 2, "trg-2": 3, "trg-3": 0}
+        stored = {t.id: t for t in await store.list_triggers()}
+        assert {i: t.fired for i, t in stored.items()} == {
+            "trg-0": 1,
+            "trg-1": 2,
+            "trg-2": 3,
+            "trg-3": 0,
+        }
+        assert (stored["trg-0"].suppressed, stored["trg-0"].cursor) == (5, 7.5)
+        assert (stored["trg-1"].suppressed, stored["trg-1"].cursor) == (0, None)
+        assert stored["trg-3"].cursor == 9.0
         assert await store.get(refused.id) is None
         await store.aclose()
