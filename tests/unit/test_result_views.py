@@ -10,6 +10,8 @@ from datetime import date
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from triggerfish.engine.replica.views import (
     JSON,
@@ -87,3 +89,14 @@ def test_a_view_limit_can_be_raised_for_a_whole_answer() -> None:
     assert result_view(value)[0] == TRUNCATED
     kind, text = result_view(value, limit=4 * VIEW_LIMIT)
     assert kind == JSON and json.loads(text) == value
+
+
+@given(st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.booleans()))
+def test_a_number_is_viewed_as_json_writes_it(number: float) -> None:
+    """Numbers and booleans take a short way to their text: the same text as JSON's."""
+    assert result_view(number) == ("json", json.dumps(number))
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_a_number_json_cannot_hold_is_described(number: float) -> None:
+    assert result_view(number) == ("repr", repr(number))  # as before its short way

@@ -61,8 +61,28 @@ class _TooLong(Exception):
     pass
 
 
+# Made once: json.dumps with options of its own builds an encoder at every call.
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _number_text(value: Any) -> str | None:
+    """The JSON of a plain number or boolean, made directly (most results are one); None
+    for anything else, or a float JSON cannot hold."""
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float:
+        return float.__repr__(value) if math.isfinite(value) else None
+    if kind is bool:
+        return "true" if value else "false"
+    return None
+
+
 def result_view(value: Any, limit: int = VIEW_LIMIT) -> View:
     """The JSON view of a result (see the module's docstring)."""
+    text = _number_text(value)
+    if text is not None and len(text) <= limit:
+        return JSON, text
     try:
         _measure(value, limit)
     except _NotJSON as exc:
@@ -71,7 +91,7 @@ def result_view(value: Any, limit: int = VIEW_LIMIT) -> View:
         return TRUNCATED, _first_characters(value, limit)
     except RecursionError:
         return REPR, _describe(value, "nested too deep")
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    text = _encode(value)
     if len(text) > limit:  # escapes made it longer than measured
         return TRUNCATED, text[:limit]
     return JSON, text
