@@ -111,8 +111,15 @@ def test_kill_9_then_restart_loses_nothing(tmp_path: Path) -> None:
     daemon = start_daemon(tmp_path, app=APP)
     try:
         ids = _start_many(daemon, [[1.0, i] for i in range(6)])
-        statuses = _running(daemon, ids, 2)
-        interrupted = [i for i, s in statuses.items() if s == "RUNNING"]
+        _running(daemon, ids, 2)
+
+        def stored_running() -> list[str] | None:
+            # A RUNNING status waits for the next commit, a quarter second at most (the
+            # attempt of one killed before that is not counted, see the README).
+            running = [i for i in ids if _stored(daemon.data_dir).get(i, ("",))[0] == "RUNNING"]
+            return running if len(running) >= 2 else None
+
+        interrupted: list[str] = poll(stored_running, 10, "2 executions stored as running")
         replicas = _replica_pids(daemon)
         assert replicas
     finally:

@@ -14,7 +14,13 @@ import anyio
 import pytest
 
 from triggerfish import SqliteStore, Store
-from triggerfish.models import CronTriggerSpec, ExecutionRecord, TriggerRecord, new_execution_id
+from triggerfish.models import (
+    CronTriggerSpec,
+    ExecutionRecord,
+    ExecutionStatus,
+    TriggerRecord,
+    new_execution_id,
+)
 from triggerfish.store import sqlite as sqlite_store
 from triggerfish.store._writer import Batch, GroupCommitStore
 from triggerfish.store.migrations import MIGRATIONS
@@ -109,6 +115,49 @@ async def test_a_flush_returns_with_its_own_commits_while_the_queue_never_drains
             assert await store.get(execution.id) is not None
         await store.aclose()
     assert commits >= 50
+
+
+async def test_lazy_saves_wait_for_a_commit_asked_for_or_their_time(
+    store_factory: Callable[[], Store],
+) -> None:
+    """A lazy row rides with the next commit something asks for, or goes alone once it has
+    lingered; the saves of one execution collapse into one row; a flush does not wait."""
+    store = store_factory()
+    assert isinstance(store, GroupCommitStore)
+    batches = spy_on_batches(store)
+    store.linger = 0.3
+    async with anyio.create_task_group() as tg:
+        await store.start(tg)
+        quick = record()
+        store.create(quick, lazy=True)  # created, then running: neither is waited on
+        quick.status = ExecutionStatus.RUNNING
+        store.save(quick, lazy=True)
+        await anyio.sleep(0.05)
+        assert batches == []  # lingering
+        quick.status = ExecutionStatus.SUCCEEDED
+        store.save(quick)  # a final status someone waits for: now, with what lingers
+        other = record()
+        store.save(other, lazy=True)
+        await store.flush()
+        assert [[i for i, _ in b.executions] for b in batches] == [[quick.id, other.id]]
+        stored = await store.get(quick.id)
+        assert stored is not None and stored.status is ExecutionStatus.SUCCEEDED
+
+        alone = record()
+        store.save(alone, lazy=True)
+        begun = time.monotonic()
+        with anyio.fail_after(5):
+            while await store.get(alone.id) is None:
+                await anyio.sleep(0.02)
+        assert time.monotonic() - begun >= 0.25  # its linger, nearly all of it
+
+        store.linger = 60.0
+        late = record()
+        store.save(late, lazy=True)
+        with anyio.fail_after(5):  # a flush asks for the commit: no minute's wait
+            await store.flush()
+        assert await store.get(late.id) is not None
+        await store.aclose()
 
 
 async def test_saving_a_trigger_again_writes_its_state_and_a_new_spec_writes_the_row(

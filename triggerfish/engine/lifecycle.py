@@ -359,6 +359,8 @@ class Lifecycle:
     def watch(self, live: Live) -> Waiter:
         if live.waiter is None:
             live.waiter = Waiter()
+            if live.record.terminated:  # its final row may linger (see _finish): not now
+                self.store.save(live.record)
         return live.waiter
 
     async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionRecord:
@@ -387,7 +389,10 @@ class Lifecycle:
 
     # -- the status machine ---------------------------------------------------------------
 
-    def _change(self, live: Live, status: ExecutionStatus, message: str, now: float) -> None:
+    def _change(
+        self, live: Live, status: ExecutionStatus, message: str, now: float, *, lazy: bool = False
+    ) -> None:
+        """``lazy``: the row may wait for a commit asked for by another (see Store.save)."""
         record = live.record
         previous = record.status
         if status not in TRANSITIONS[previous]:
@@ -403,7 +408,7 @@ class Lifecycle:
             )
         record.status = status
         record.status_log.append((now, status, record.progress, message))
-        self.store.save(record)
+        self.store.save(record, lazy=lazy)
         if self.hub.wants(ExecutionStatusChanged):
             self._tell_status(record, previous, message, now)
 
@@ -425,8 +430,12 @@ class Lifecycle:
         )
 
     def _finish(self, live: Live, status: ExecutionStatus, message: str, now: float) -> None:
+        """A final status. Its row lingers (see Store.save) while nobody waits for it: a crash
+        before its commit runs the execution again, as it would a crash a moment earlier;
+        a waiter that comes meanwhile asks for the commit (see ``watch``)."""
         live.record.finished_at = now
-        self._change(live, status, message, now)
+        lazy = live.waiter is None and status is not CANCELLED
+        self._change(live, status, message, now, lazy=lazy)
         if debug_enabled():
             logger.debug("execution_finished", execution_id=live.record.id, status=status.value)
 
@@ -475,7 +484,7 @@ class Lifecycle:
         live.slots = slots
         live.spec = spec
         self.placed[record.id] = live
-        self._change(live, RUNNING, "", now)
+        self._change(live, RUNNING, "", now, lazy=True)  # a crash before its commit: PENDING
         self.timers.arm_timeout(record.id, spec.timeout)
         if debug_enabled():
             logger.debug("execution_started", execution_id=record.id, replica_id=slots.replica.id)
@@ -535,7 +544,7 @@ class Lifecycle:
             logs.append((now, stream, text))
         else:
             return
-        self.store.save(record)
+        self.store.save(record, lazy=True)
         if self.hub.wants(ExecutionLogged):
             self.hub.publish(
                 ExecutionLogged(
@@ -551,7 +560,7 @@ class Lifecycle:
         """Progress restarts the attempt's timeout."""
         record.progress = progress
         record.status_log.append((now, record.status, progress, message))
-        self.store.save(record)
+        self.store.save(record, lazy=True)
         live = self.placed.get(record.id)
         if live is not None and live.stop is None and live.spec is not None:
             self.timers.arm_timeout(record.id, live.spec.timeout)
@@ -562,7 +571,7 @@ class Lifecycle:
         """A generator's latest value: the result while it runs."""
         record.result = result
         record.result_view = checked_view(view)
-        self.store.save(record)
+        self.store.save(record, lazy=True)
 
     def replica_lost(self, slots: Slots, reason: str, now: float) -> None:
         """A replica went away with executions on it."""

@@ -440,13 +440,16 @@ class Triggering:
         # dispatched (a recovered one once committed, by count_fired).
         store, adopt = lifecycle.store, lifecycle.adopt
         create, tell = store.create, self._hub.wants(TriggerFired) and not recovered
+        # Not recovered, a firing's row and its trigger's cursor linger (see Store.save): a
+        # quick job's row is then written once, created, run and finished.
+        lazy = not recovered
         for trigger, record, once in created:
             adopt(record, born=recovered)
-            create(record, once)
+            create(record, once, lazy=lazy)
             if not recovered:
                 trigger.fired += 1
                 if tell:
                     self._hub.publish(fired(record, trigger.id))
         for firing in firings:
             firing.trigger.cursor = due
-            store.save_trigger(firing.trigger)
+            store.save_trigger(firing.trigger, lazy=lazy)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import time
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -110,6 +111,7 @@ class GroupCommitStore(Store):
     """
 
     batch_limit = 256  # executions per commit, at most
+    linger = 0.25  # seconds a lazy save may wait for a commit that something else asks for
 
     def __init__(self) -> None:
         self._pending: dict[str, ExecutionRecord] = {}
@@ -119,7 +121,12 @@ class GroupCommitStore(Store):
         self._written_specs: dict[str, object] = {}  # trigger id -> the spec its row holds
         # Executions the store could not take: their later saves are dropped, not retried.
         self._unstorable: set[str] = set()
-        self._wake = anyio.Event()
+        # Lazy saves (see Store.save) wait for a commit something else asks for, at most
+        # ``linger`` seconds: the saves of a quick execution then collapse into one row.
+        self._urgent = False  # something queued wants its commit now
+        self._linger_until: float | None = None  # when the oldest lazy save stops waiting
+        self._wake = anyio.Event()  # set by a save that is not lazy, or by a flush
+        self._stirred = anyio.Event()  # set by any save: the idle writer has work
         # Commits are numbered as they are taken. A flush of executions waits for the commit
         # that will hold the last one queued (the queue is taken in order, batch_limit at a
         # time), not for the queue to drain: under a steady stream of emits it seldom does,
@@ -175,6 +182,7 @@ class GroupCommitStore(Store):
         with anyio.CancelScope(shield=True):
             self._closing = True
             self._wake.set()
+            self._stirred.set()
             await self._stopped.wait()
             self._stopped = None
             await self._close()
@@ -188,27 +196,37 @@ class GroupCommitStore(Store):
         if self._stopped is None or self._stopped.is_set():
             raise EngineClosedError("the store is not open")
 
-    def save(self, record: ExecutionRecord) -> None:
+    def save(self, record: ExecutionRecord, *, lazy: bool = False) -> None:
         self._check_open()
         self._pending[record.id] = record
-        self._wake.set()
+        self._stir(lazy)
 
-    def create(self, record: ExecutionRecord, once: tuple[str, str] | None = None) -> None:
-        self.save(record)
+    def _stir(self, lazy: bool) -> None:
+        if not lazy:
+            self._urgent = True
+            self._wake.set()
+        elif self._linger_until is None:
+            self._linger_until = time.monotonic() + self.linger
+        self._stirred.set()
+
+    def create(
+        self, record: ExecutionRecord, once: tuple[str, str] | None = None, *, lazy: bool = False
+    ) -> None:
+        self.save(record, lazy=lazy)
         if once is not None:
             self._once[record.id] = once
         if record.trigger_id is not None:
             self._fired[record.id] = record.trigger_id
 
-    def save_trigger(self, trigger: TriggerRecord) -> None:
+    def save_trigger(self, trigger: TriggerRecord, *, lazy: bool = False) -> None:
         self._check_open()
         self._triggers[trigger.id] = trigger
-        self._wake.set()
+        self._stir(lazy)
 
     def delete_trigger(self, trigger_id: str) -> None:
         self._check_open()
         self._triggers[trigger_id] = None
-        self._wake.set()
+        self._stir(False)
 
     async def _exclusive(self, work: Callable[[], Awaitable[T]]) -> T:
         """Run ``work`` (a direct write) between two group commits."""
@@ -222,6 +240,9 @@ class GroupCommitStore(Store):
         return bool(self._pending or self._triggers)
 
     async def flush(self) -> None:
+        if self._has_pending() and not self._urgent:
+            self._urgent = True  # what lingers is wanted now
+            self._wake.set()
         if self._triggers:  # trigger rows ride only with a commit that drains the queue
             await self._pending_committed.wait()
             return
@@ -249,10 +270,15 @@ class GroupCommitStore(Store):
         try:
             while self._has_pending() or not self._closing:
                 if not self._has_pending():
-                    await self._wake.wait()
+                    await self._stirred.wait()
+                    self._stirred = anyio.Event()
+                    continue
+                if not (self._urgent or self._closing):  # lazy saves only: let them linger
+                    deadline = self._linger_until or 0.0
+                    with anyio.move_on_after(deadline - time.monotonic()):
+                        await self._wake.wait()
                 self._wake = anyio.Event()
-                if self._has_pending():
-                    await self._commit_pending()
+                await self._commit_pending()
         finally:
             self._stopped.set()
 
@@ -263,6 +289,7 @@ class GroupCommitStore(Store):
         commit: all that are queued, or the first ``batch_limit`` of them; and whether that
         drains the queue."""
         if len(self._pending) <= self.batch_limit:
+            self._urgent, self._linger_until = False, None  # all that waits is in this one
             records = list(self._pending.values())
             once, fired = self._once, self._fired
             self._pending, self._once, self._fired = {}, {}, {}

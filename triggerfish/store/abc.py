@@ -80,16 +80,26 @@ class Store(ABC):
         """Write new records; returns once they are committed."""
 
     @abstractmethod
-    def save(self, record: ExecutionRecord) -> None:
-        """Queue the record's state for the next group commit (does not wait)."""
+    def save(self, record: ExecutionRecord, *, lazy: bool = False) -> None:
+        """Queue the record's state for the next group commit (does not wait).
+
+        ``lazy``: the commit need not come soon. The row waits, a fraction of a second at
+        most, for a commit that another save or a flush asks for, so that the saves of a
+        quick execution collapse into one row. For what a crash may lose and the engine
+        redo: a running attempt, its output, a cron firing that its trigger's cursor fires
+        again; never for what someone waits on."""
 
     @abstractmethod
-    def create(self, record: ExecutionRecord, once: tuple[str, str] | None = None) -> None:
-        """Queue a new execution; with ``once`` (trigger id, key) only if that key never fired."""
+    def create(
+        self, record: ExecutionRecord, once: tuple[str, str] | None = None, *, lazy: bool = False
+    ) -> None:
+        """Queue a new execution; with ``once`` (trigger id, key) only if that key never fired.
+        ``lazy`` as for ``save``."""
 
     @abstractmethod
-    def save_trigger(self, trigger: TriggerRecord) -> None:
-        """Queue the trigger's current state for the next group commit."""
+    def save_trigger(self, trigger: TriggerRecord, *, lazy: bool = False) -> None:
+        """Queue the trigger's current state for the next group commit (``lazy`` as for
+        ``save``)."""
 
     @abstractmethod
     def delete_trigger(self, trigger_id: str) -> None:
