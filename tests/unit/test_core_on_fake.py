@@ -21,6 +21,7 @@ from triggerfish import (
     SqliteStore,
 )
 from triggerfish.engine.events import (
+    ExecutionFinished,
     ExecutionStatusChanged,
     ReplicaLost,
     ReplicaStarted,
@@ -204,6 +205,48 @@ async def test_status_changes_are_published_in_order(store: Any) -> None:
         (execution_id, "PENDING", "RUNNING"),
         (execution_id, "RUNNING", "SUCCEEDED"),
     ]
+
+
+async def test_a_final_status_is_told_again_once_stored_and_waiters_hear_only_that(
+    store: Any,
+) -> None:
+    """ExecutionFinished follows the final ExecutionStatusChanged once the store has it, and
+    it is how waiters hear: with it held back, await_result waits on."""
+    engine = _engine(store, FakeRuntime())
+
+    @engine.function
+    def double(x: int) -> int:
+        return 2 * x
+
+    async with engine:
+        handle = engine.handle(double)
+        with engine.subscribe([ExecutionStatusChanged, ExecutionFinished]) as events:
+            execution_id = await handle.start(4)
+            seen = [await events.__anext__() for _ in range(3)]
+            stored = await store.get(execution_id)
+        assert [type(e).__name__ for e in seen] == [
+            "ExecutionStatusChanged",
+            "ExecutionStatusChanged",
+            "ExecutionFinished",
+        ]
+        assert isinstance(seen[2], ExecutionFinished) and seen[2].status == "SUCCEEDED"
+        assert stored is not None and stored.status is S.SUCCEEDED
+        assert await handle.await_result(execution_id, timeout=5) == 8
+
+        hub = engine.core.hub
+        publish = hub.publish
+
+        def holding_back(event: Any) -> None:
+            if not isinstance(event, ExecutionFinished):
+                publish(event)
+
+        hub.publish = holding_back  # type: ignore[method-assign]
+        held = await handle.start(5)
+        with pytest.raises(TimeoutError):
+            await handle.await_result(held, timeout=0.5)
+        hub.publish = publish  # type: ignore[method-assign]
+        hub.publish(ExecutionFinished(at=0.0, execution_id=held, function="double", status="x"))
+        assert await handle.await_result(held, timeout=5) == 10
 
 
 async def test_trigger_events_tell_of_firings_and_suppressions(store: Any) -> None:

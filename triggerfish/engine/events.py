@@ -2,7 +2,9 @@
 
 Events are frozen values, named in the past tense, made at the moment the engine makes the
 change they tell of (an execution's final status is then on its way to the store, in the same
-group commit as whatever it causes). They go to two kinds of readers:
+group commit as whatever it causes), but for one: ``ExecutionFinished`` tells that a final
+status is committed, which a crash no longer undoes; waiters (``await_result``, ``map``,
+nested calls) hear of results from it. They go to two kinds of readers:
 
 * **listeners**, the engine's own parts (``EventHub.listen``): called at once, on the event
   loop, in publish order; a listener must not block and must not raise.
@@ -34,6 +36,7 @@ __all__ = [
     "EngineEvent",
     "EventHub",
     "ExecutionCreated",
+    "ExecutionFinished",
     "ExecutionLogged",
     "ExecutionStatusChanged",
     "ReplicaLost",
@@ -85,6 +88,17 @@ class ExecutionStatusChanged(EngineEvent):
     progress: int | None = None
     message: str = ""
     error_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionFinished(EngineEvent):
+    """An execution's final status is committed: after a crash it is still so. Told after the
+    ``ExecutionStatusChanged`` of that status, once the store has it."""
+
+    kind: ClassVar[str] = "ExecutionFinished"
+    execution_id: str
+    function: str
+    status: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,6 +188,7 @@ EVENT_KINDS: dict[str, type[EngineEvent]] = {
     for kind in (
         ExecutionCreated,
         ExecutionStatusChanged,
+        ExecutionFinished,
         ExecutionLogged,
         ReplicaStarted,
         ReplicaLost,

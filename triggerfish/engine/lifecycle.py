@@ -10,8 +10,8 @@ waits for it, whether it waits out a retry delay.
 The lifecycle sits at the bottom floor: it knows the store, the models and the events. What it
 needs from the parts above it, it asks through two small ports the engine wires at start:
 ``Dispatch`` (the registry: function specs, service queues) and ``Timers`` (the timeouts part:
-deadlines). Waiters are woken only once the final status is committed, so a result a caller
-has seen is never run again after a crash.
+deadlines). Waiters hear of a final status from ``ExecutionFinished``, published once it is
+committed, so a result a caller has seen is never run again after a crash.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -51,6 +51,7 @@ from ..store.abc import Store
 from .events import (
     EventHub,
     ExecutionCreated,
+    ExecutionFinished,
     ExecutionLogged,
     ExecutionStatusChanged,
     TriggerFired,
@@ -224,6 +225,8 @@ class Lifecycle:
         self.engine_id = engine_id
         self.live: dict[str, Live] = {}
         self.placed: dict[str, Live] = {}  # on a replica now
+        self._watched: dict[str, Live] = {}  # with a waiter, until it is settled
+        self._stop_hearing: Callable[[], None] | None = None  # the waiters' listener
         self.accepting = False  # new executions are refused while the engine is not running
         self._killed_replicas: set[str] = set()
         self._idle = anyio.Event()  # set when nothing is placed (while the engine drains)
@@ -282,7 +285,7 @@ class Lifecycle:
             record.status_log.append((now, PENDING, None, ""))
             live = self.live[record.id] = Live(record)
             if watch:
-                live.waiter = Waiter()
+                self.watch(live)
             lives.append(live)
         enqueue, save = self.dispatch.enqueue, self.store.save
         for live in lives:
@@ -357,11 +360,24 @@ class Lifecycle:
         return record
 
     def watch(self, live: Live) -> Waiter:
+        """A waiter for the execution, settled when its ``ExecutionFinished`` is told."""
         if live.waiter is None:
             live.waiter = Waiter()
+            self._watched[live.record.id] = live
+            if self._stop_hearing is None:
+                self._stop_hearing = self.hub.listen(ExecutionFinished, self._finished)
             if live.record.terminated:  # its final row may linger (see _finish): not now
                 self.store.save(live.record)
         return live.waiter
+
+    def _finished(self, event: ExecutionFinished) -> None:
+        """The waiters' listener."""
+        live = self._watched.pop(event.execution_id, None)
+        if live is not None and live.waiter is not None:
+            live.waiter.settle(live.record)
+
+    def _unwatch(self, live: Live) -> None:
+        self._watched.pop(live.record.id, None)
 
     async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionRecord:
         """The record once its final status is committed. TimeoutError after ``timeout``."""
@@ -721,6 +737,13 @@ class Lifecycle:
             if live.waiter is not None:
                 live.waiter.settle(None)
         self.live.clear()
+        self._watched.clear()
+        self._hear_no_more()
+
+    def _hear_no_more(self) -> None:
+        if self._stop_hearing is not None and not self._watched:
+            self._stop_hearing()
+            self._stop_hearing = None
 
     # -- after each commit ----------------------------------------------------------------
 
@@ -731,8 +754,9 @@ class Lifecycle:
         failed: Mapping[str, str],
     ) -> None:
         """The store's commit listener: queue what triggers made, forget finished
-        executions, wake who waits for them, and drop executions whose once key had fired
-        before or that the store could not take."""
+        executions and tell of them (``ExecutionFinished``, which wakes who waits for them),
+        and drop executions whose once key had fired before or that the store could not
+        take."""
         for execution_id, why in failed.items():
             self._unstorable(execution_id, why)
         for execution_id in refused:
@@ -745,6 +769,7 @@ class Lifecycle:
             del self.live[execution_id]
             live.fate = REFUSED
         live_now, terminal = self.live, TERMINAL_STATUSES
+        tell, publish, now = self.hub.wants(ExecutionFinished), self.hub.publish, time.time()
         for execution_id, status in written:
             live = live_now.get(execution_id)
             if live is None:
@@ -762,9 +787,17 @@ class Lifecycle:
             if status not in terminal or record.status not in terminal:
                 continue  # unfinished, or run again (rerun) since this commit was prepared
             del live_now[execution_id]
-            waiter = live.waiter
-            if waiter is not None:
-                waiter.settle(record)
+            if tell:
+                publish(
+                    ExecutionFinished(
+                        at=now,
+                        execution_id=execution_id,
+                        function=record.function,
+                        status=record.status.value,
+                    )
+                )
+        if self._stop_hearing is not None and not self._watched:
+            self._hear_no_more()
 
     def _unstorable(self, execution_id: str, why: str) -> None:
         """An execution the store could not write (its own fault, such as a value no row can
@@ -773,10 +806,11 @@ class Lifecycle:
         if live is None:
             return
         live.fate = why
+        self._unwatch(live)
         if live.slots is None:
             self.dispatch.withdraw(live.record)
             self.timers.disarm(execution_id)
-        if live.waiter is not None:
+        if live.waiter is not None:  # never stored, so never finished: told here
             failure = StoreRefusedError(f"the store could not take it: {why}")
             live.waiter.settle(
                 dataclasses.replace(live.record, status=FAILED, error=failure.triple())
