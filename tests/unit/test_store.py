@@ -266,8 +266,9 @@ async def test_a_triggers_firings_are_counted_in_the_commit_that_stores_them(
         await reopened.aclose()
 
 
+@pytest.mark.parametrize("bystanders", [0, 20])  # a few trigger rows, and many
 async def test_firings_of_many_triggers_in_one_commit_are_each_counted(
-    store_factory: Callable[[], Store],
+    store_factory: Callable[[], Store], bystanders: int
 ) -> None:
     """One statement raises every trigger's count: each by its own firings, none by a
     refused one, and a trigger with no firing is left as it was."""
@@ -282,13 +283,17 @@ async def test_firings_of_many_triggers_in_one_commit_are_each_counted(
             ),
             created_at=1.0,
         )
-        for i in range(4)
+        for i in range(4 + bystanders)
     ]
     async with anyio.create_task_group() as tg:
         await store.start(tg)
         for trigger in triggers:
             store.save_trigger(trigger)
         await store.flush()
+        for trigger in triggers[4:]:  # fired once each, in the same commit as the others
+            execution = record()
+            execution.trigger_id = trigger.id
+            store.create(execution)
         for i, trigger in enumerate(triggers[:3]):
             for n in range(i + 1):
                 execution = record()
@@ -308,6 +313,7 @@ async def test_firings_of_many_triggers_in_one_commit_are_each_counted(
             "trg-1": 2,
             "trg-2": 3,
             "trg-3": 0,
+            **{t.id: 1 for t in triggers[4:]},
         }
         assert (stored["trg-0"].suppressed, stored["trg-0"].cursor) == (5, 7.5)
         assert (stored["trg-1"].suppressed, stored["trg-1"].cursor) == (0, None)
