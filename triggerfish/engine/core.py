@@ -257,6 +257,22 @@ class EngineCore:
             if function is None or belongs_to(live.record.function, function)
         ]
 
+    async def wait_for_completion(self, function: str) -> None:
+        """Until no execution of the function (and its revisions) is unfinished: every one
+        of them watched at once, so none waits for the commit of the one before it."""
+        lifecycle = self.lifecycle
+        while True:
+            self.check_running()
+            lives = [
+                live
+                for live in lifecycle.live.values()
+                if belongs_to(live.record.function, function)
+            ]
+            if not lives:
+                return
+            for waiter in [lifecycle.watch(live) for live in lives]:
+                await waiter.wait()
+
     # -- events and triggers --------------------------------------------------------------
 
     @property

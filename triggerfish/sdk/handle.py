@@ -123,12 +123,7 @@ class FunctionHandle(BaseFunctionHandle[Waiter]):
     async def wait_for_completion(self, timeout: float | None = None) -> None:
         """Wait until no execution of this function is unfinished."""
         with anyio.fail_after(timeout):
-            while True:
-                unfinished = self._core.unfinished(self.name)
-                if not unfinished:
-                    return
-                for execution_id in unfinished:
-                    await self._core.wait(execution_id)
+            await self._core.wait_for_completion(self.name)
 
     async def iter_results(self) -> AsyncIterator[Any]:
         """Results of this function's SUCCEEDED executions, oldest first."""
