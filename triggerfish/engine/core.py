@@ -39,7 +39,7 @@ from ..models import (
 )
 from ..store.abc import Store
 from .events import EventHub
-from .lifecycle import Lifecycle, Waiter
+from .lifecycle import Lifecycle, Live, Waiter
 from .nested import NestedCalls
 from .registry import Registry, Service
 from .reports import PoolReports
@@ -249,28 +249,26 @@ class EngineCore:
         await self.store.flush()
         return await self.store.count_by_status(query)
 
-    def unfinished(self, function: str | None = None) -> list[str]:
-        """The ids of the executions (of a function and its revisions) not finished yet."""
+    def _unfinished(self, function: str | None) -> list[Live]:
         return [
-            execution_id
-            for execution_id, live in self.lifecycle.live.items()
+            live
+            for live in self.lifecycle.live.values()
             if function is None or belongs_to(live.record.function, function)
         ]
+
+    def unfinished(self, function: str | None = None) -> list[str]:
+        """The ids of the executions (of a function and its revisions) not finished yet."""
+        return [live.record.id for live in self._unfinished(function)]
 
     async def wait_for_completion(self, function: str) -> None:
         """Until no execution of the function (and its revisions) is unfinished: every one
         of them watched at once, so none waits for the commit of the one before it."""
-        lifecycle = self.lifecycle
         while True:
             self.check_running()
-            lives = [
-                live
-                for live in lifecycle.live.values()
-                if belongs_to(live.record.function, function)
-            ]
+            lives = self._unfinished(function)
             if not lives:
                 return
-            for waiter in [lifecycle.watch(live) for live in lives]:
+            for waiter in [self.lifecycle.watch(live) for live in lives]:
                 await waiter.wait()
 
     # -- events and triggers --------------------------------------------------------------

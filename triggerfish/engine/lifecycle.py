@@ -376,9 +376,6 @@ class Lifecycle:
         if live is not None and live.waiter is not None:
             live.waiter.settle(live.record)
 
-    def _unwatch(self, live: Live) -> None:
-        self._watched.pop(live.record.id, None)
-
     async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionRecord:
         """The record once its final status is committed. TimeoutError after ``timeout``."""
         with anyio.fail_after(timeout):
@@ -796,8 +793,7 @@ class Lifecycle:
                         status=record.status.value,
                     )
                 )
-        if self._stop_hearing is not None and not self._watched:
-            self._hear_no_more()
+        self._hear_no_more()
 
     def _unstorable(self, execution_id: str, why: str) -> None:
         """An execution the store could not write (its own fault, such as a value no row can
@@ -806,7 +802,7 @@ class Lifecycle:
         if live is None:
             return
         live.fate = why
-        self._unwatch(live)
+        self._watched.pop(execution_id, None)
         if live.slots is None:
             self.dispatch.withdraw(live.record)
             self.timers.disarm(execution_id)
