@@ -194,6 +194,50 @@ async def test_once_keys_refuse_a_second_execution_in_one_commit_and_after_reope
         await reopened.aclose()
 
 
+async def test_creations_and_triggers_queued_together_are_as_if_queued_one_by_one(
+    store_factory: Callable[[], Store],
+) -> None:
+    """``create_all`` and ``save_triggers``, as a cron second's hand-over uses them: once
+    keys refuse, firings are counted, trigger states are stored; closed, they are refused."""
+    from triggerfish import EngineClosedError
+    from triggerfish.models import CronTriggerSpec, TriggerRecord
+
+    store = store_factory()
+    triggers = [
+        TriggerRecord(
+            id=f"trg-{i}",
+            spec=CronTriggerSpec(name=f"c{i}", function="f", cron="* * * * *"),
+            created_at=1.0,
+        )
+        for i in range(3)
+    ]
+    refusals: list[set[str]] = []
+    async with anyio.create_task_group() as tg:
+        await store.start(tg, lambda written, refused, failed: refusals.append(set(refused)))
+        store.save_triggers(triggers, lazy=False)
+        await store.flush()
+        firings = [record() for _ in triggers]
+        twin = record()
+        for execution, trigger in zip([*firings, twin], [*triggers, triggers[0]], strict=True):
+            execution.trigger_id = trigger.id
+        keys = [(t.id, "2026-01-01T00:00:00+00:00") for t in triggers]
+        store.create_all([*zip(firings, keys, strict=True), (twin, keys[0])], lazy=True)
+        for trigger in triggers:
+            trigger.cursor = 1767225600.0
+        store.save_triggers(triggers, lazy=True)
+        await store.flush()
+        assert refusals[-1] == {twin.id}
+        assert [await store.get(f.id) is not None for f in firings] == [True] * 3
+        assert [(t.fired, t.cursor) for t in await store.list_triggers()] == [
+            (1, 1767225600.0)
+        ] * 3
+        await store.aclose()
+    with pytest.raises(EngineClosedError):
+        store.create_all([(record(), None)], lazy=False)
+    with pytest.raises(EngineClosedError):
+        store.save_triggers(triggers, lazy=False)
+
+
 async def test_triggers_are_kept_updated_and_deleted(store_factory: Callable[[], Store]) -> None:
     from triggerfish.models import CronTriggerSpec, EventTriggerSpec, TriggerRecord
 

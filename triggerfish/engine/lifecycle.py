@@ -162,6 +162,9 @@ class Dispatch(Functions, Protocol):
         """Queue a PENDING execution on its service's pool; False if no pool runs it yet
         (the pool takes it when it starts, see ``Lifecycle.waiting``)."""
 
+    def enqueue_all(self, records: Iterable[ExecutionRecord]) -> list[ExecutionRecord]:
+        """``enqueue`` for each, in order; those that no pool runs yet."""
+
     def withdraw(self, record: ExecutionRecord) -> None:
         """Take a queued execution out of its pool's queue (no-op if it is not queued)."""
 
@@ -287,10 +290,9 @@ class Lifecycle:
             if watch:
                 self.watch(live)
             lives.append(live)
-        enqueue, save = self.dispatch.enqueue, self.store.save
-        for live in lives:
-            enqueue(live.record)
-            save(live.record)
+        records = [live.record for live in lives]
+        self.dispatch.enqueue_all(records)  # what no pool takes yet waits (see waiting)
+        self.store.create_all(((record, None) for record in records), lazy=False)
         if self.hub.wants(ExecutionCreated):
             for live in lives:
                 self._tell_created(live.record)
@@ -306,6 +308,15 @@ class Lifecycle:
         if self.hub.wants(ExecutionCreated):
             self._tell_created(record)
         return live
+
+    def adopt_all(self, records: Sequence[ExecutionRecord], *, born: bool) -> None:
+        """``adopt`` for each."""
+        live = self.live
+        for record in records:
+            live[record.id] = Live(record, born=born)
+        if self.hub.wants(ExecutionCreated):
+            for record in records:
+                self._tell_created(record)
 
     def enqueue(self, live: Live, *, front: bool = False) -> None:
         if not self.dispatch.enqueue(live.record, front=front):

@@ -115,6 +115,22 @@ class Registry:
             pool.enqueue(record)
         return True
 
+    def enqueue_all(self, records: Iterable[ExecutionRecord]) -> list[ExecutionRecord]:
+        by_service: dict[str, list[ExecutionRecord]] = {}
+        for record in records:
+            same = by_service.get(record.service)
+            if same is None:
+                same = by_service[record.service] = []
+            same.append(record)
+        waiting = []
+        for service, queued in by_service.items():
+            pool = self.pools.get(service)
+            if pool is None:
+                waiting += queued
+            else:
+                pool.enqueue_all(queued)
+        return waiting
+
     def withdraw(self, record: ExecutionRecord) -> None:
         pool = self.pools.get(record.service)
         if pool is not None:

@@ -105,6 +105,15 @@ class ServicePool(ReplicaListener):
         self.queued += 1
         self._wake.set()
 
+    def enqueue_all(self, records: Iterable[ExecutionRecord]) -> None:
+        """``enqueue`` for each (a cron second's firings, a map's inputs), waking the pool once."""
+        queues, queued = self.queues, 0
+        for record in records:
+            queues[record.function].append(record)
+            queued += 1
+        self.queued += queued
+        self._wake.set()
+
     def enqueue_front(self, record: ExecutionRecord) -> None:
         """Put back an execution that lost its replica through no fault of its own."""
         self.queues[record.function].appendleft(record)

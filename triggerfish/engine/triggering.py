@@ -415,9 +415,8 @@ class Triggering:
             for firing, execution_id in zip(firings, new_execution_ids(len(firings)), strict=True):
                 if firing.record is not None:
                     firing.record.id = execution_id
-        lifecycle = self._lifecycle
-        clock, lateness = time.time, self.cron_lateness.append
-        enqueue, paused, created = lifecycle.dispatch.enqueue, self._functions.paused, []
+        clock, lateness, paused = time.time, self.cron_lateness.append, self._functions.paused
+        created: list[tuple[TriggerRecord, ExecutionRecord, tuple[str, str]]] = []
         collecting = gc.isenabled()
         gc.disable()  # a full collection of a large heap would stall the firings behind it
         try:
@@ -427,29 +426,32 @@ class Triggering:
                     self._not_fired(firing.trigger, now)
                     continue
                 stamp(record, firing.message, now)
-                if not recovered and not enqueue(record):
-                    lifecycle.not_queued(record)
                 lateness(now - due)
                 created.append((firing.trigger, record, firing.once))
         finally:
             if collecting:
                 gc.enable()
-        # Adopted and stored after the loop (no await in between, so no pool has run yet),
-        # so that the pools wake before the store's writer does: a commit's snapshots must
-        # not stand between a firing and its dispatch. Counted here, where it is
-        # dispatched (a recovered one once committed, by count_fired).
-        store, adopt = lifecycle.store, lifecycle.adopt
-        create, tell = store.create, self._hub.wants(TriggerFired) and not recovered
+        # Queued, adopted and stored after the loop, each for all at once (no await in
+        # between, so no pool has run yet, and the first firing is dispatched no later), so
+        # that the pools wake before the store's writer does: a commit's snapshots must not
+        # stand between a firing and its dispatch. Counted here, where it is dispatched (a
+        # recovered one once committed, by count_fired).
+        lifecycle, store = self._lifecycle, self._lifecycle.store
+        records = [record for _, record, _ in created]
+        if not recovered:
+            for record in lifecycle.dispatch.enqueue_all(records):
+                lifecycle.not_queued(record)
+        lifecycle.adopt_all(records, born=recovered)
         # Not recovered, a firing's row and its trigger's cursor linger (see Store.save): a
         # quick job's row is then written once, created, run and finished.
         lazy = not recovered
-        for trigger, record, once in created:
-            adopt(record, born=recovered)
-            create(record, once, lazy=lazy)
-            if not recovered:
+        store.create_all(((record, once) for _, record, once in created), lazy=lazy)
+        if not recovered:
+            tell = self._hub.wants(TriggerFired)
+            for trigger, record, _ in created:
                 trigger.fired += 1
                 if tell:
                     self._hub.publish(fired(record, trigger.id))
         for firing in firings:
             firing.trigger.cursor = due
-            store.save_trigger(firing.trigger, lazy=lazy)
+        store.save_triggers((firing.trigger for firing in firings), lazy=lazy)

@@ -6,7 +6,7 @@ import hashlib
 import itertools
 import time
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -127,6 +127,7 @@ class GroupCommitStore(Store):
         self._linger_until: float | None = None  # when the oldest lazy save stops waiting
         self._wake = anyio.Event()  # set by a save that is not lazy, or by a flush
         self._stirred = anyio.Event()  # set by any save: the idle writer has work
+        self._stirring = False  # whether _stirred is set
         # Commits are numbered as they are taken. A flush of executions waits for the commit
         # that will hold the last one queued (the queue is taken in order, batch_limit at a
         # time), not for the queue to drain: under a steady stream of emits it seldom does,
@@ -138,6 +139,7 @@ class GroupCommitStore(Store):
         self._listener: CommitListener | None = None
         self._closing = False
         self._stopped: anyio.Event | None = None
+        self._accepting = False  # the writer runs: saves are taken (checked at every save)
         # Held by each group commit and by each rare direct write, so that a direct write's
         # transaction never interleaves with a commit's. Taken without a checkpoint when it
         # is free: a commit that yielded there, its batch made, waited for every task its
@@ -174,6 +176,7 @@ class GroupCommitStore(Store):
         self._written_specs.clear()  # a reopened store may have lost its rows (":memory:")
         await self._open()
         self._stopped = anyio.Event()
+        self._accepting = True
         await task_group.start(self._run_writer, name="store-writer")
 
     async def aclose(self) -> None:
@@ -193,7 +196,7 @@ class GroupCommitStore(Store):
         await self.flush()
 
     def _check_open(self) -> None:
-        if self._stopped is None or self._stopped.is_set():
+        if not self._accepting:
             raise EngineClosedError("the store is not open")
 
     def save(self, record: ExecutionRecord, *, lazy: bool = False) -> None:
@@ -202,12 +205,16 @@ class GroupCommitStore(Store):
         self._stir(lazy)
 
     def _stir(self, lazy: bool) -> None:
+        # Called for every save: the events are set only when they are not set already.
         if not lazy:
-            self._urgent = True
-            self._wake.set()
+            if not self._urgent:
+                self._urgent = True
+                self._wake.set()
         elif self._linger_until is None:
             self._linger_until = time.monotonic() + self.linger
-        self._stirred.set()
+        if not self._stirring:
+            self._stirring = True
+            self._stirred.set()
 
     def create(
         self, record: ExecutionRecord, once: tuple[str, str] | None = None, *, lazy: bool = False
@@ -218,9 +225,27 @@ class GroupCommitStore(Store):
         if record.trigger_id is not None:
             self._fired[record.id] = record.trigger_id
 
+    def create_all(
+        self, created: Iterable[tuple[ExecutionRecord, tuple[str, str] | None]], *, lazy: bool
+    ) -> None:
+        self._check_open()
+        pending, once_keys, fired = self._pending, self._once, self._fired
+        for record, once in created:
+            pending[record.id] = record
+            if once is not None:
+                once_keys[record.id] = once
+            if record.trigger_id is not None:
+                fired[record.id] = record.trigger_id
+        self._stir(lazy)
+
     def save_trigger(self, trigger: TriggerRecord, *, lazy: bool = False) -> None:
         self._check_open()
         self._triggers[trigger.id] = trigger
+        self._stir(lazy)
+
+    def save_triggers(self, triggers: Iterable[TriggerRecord], *, lazy: bool) -> None:
+        self._check_open()
+        self._triggers.update((trigger.id, trigger) for trigger in triggers)
         self._stir(lazy)
 
     def delete_trigger(self, trigger_id: str) -> None:
@@ -271,7 +296,7 @@ class GroupCommitStore(Store):
             while self._has_pending() or not self._closing:
                 if not self._has_pending():
                     await self._stirred.wait()
-                    self._stirred = anyio.Event()
+                    self._stirred, self._stirring = anyio.Event(), False
                     continue
                 if not (self._urgent or self._closing):  # lazy saves only: let them linger
                     deadline = self._linger_until or 0.0
@@ -280,6 +305,7 @@ class GroupCommitStore(Store):
                 self._wake = anyio.Event()
                 await self._commit_pending()
         finally:
+            self._accepting = False
             self._stopped.set()
 
     def _take_pending(

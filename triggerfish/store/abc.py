@@ -9,7 +9,7 @@ milliseconds older than the engine's live one, never a newer one.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from anyio.abc import TaskGroup
 
@@ -100,6 +100,18 @@ class Store(ABC):
     def save_trigger(self, trigger: TriggerRecord, *, lazy: bool = False) -> None:
         """Queue the trigger's current state for the next group commit (``lazy`` as for
         ``save``)."""
+
+    def create_all(
+        self, created: Iterable[tuple[ExecutionRecord, tuple[str, str] | None]], *, lazy: bool
+    ) -> None:
+        """``create`` for each (record, once) pair: a cron second's firings at once."""
+        for record, once in created:
+            self.create(record, once, lazy=lazy)
+
+    def save_triggers(self, triggers: Iterable[TriggerRecord], *, lazy: bool) -> None:
+        """``save_trigger`` for each trigger."""
+        for trigger in triggers:
+            self.save_trigger(trigger, lazy=lazy)
 
     @abstractmethod
     def delete_trigger(self, trigger_id: str) -> None:
