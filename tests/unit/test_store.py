@@ -228,9 +228,7 @@ async def test_creations_and_triggers_queued_together_are_as_if_queued_one_by_on
         await store.flush()
         assert refusals[-1] == {twin.id}
         assert [await store.get(f.id) is not None for f in firings] == [True] * 3
-        assert [(t.fired, t.cursor) for t in await store.list_triggers()] == [
-            (1, 1767225600.0)
-        ] * 3
+        assert [(t.fired, t.cursor) for t in await store.list_triggers()] == [(1, 1767225600.0)] * 3
         await store.aclose()
     with pytest.raises(EngineClosedError):
         store.create_all([(record(), None)], lazy=False)
