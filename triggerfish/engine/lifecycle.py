@@ -100,6 +100,13 @@ class StopReason(enum.Enum):
     TIMEOUT = "timeout"
 
 
+class Held(enum.Enum):
+    """Why a PENDING execution is in no queue yet (one reason at a time)."""
+
+    UNTIL_COMMITTED = "until committed"  # made by a trigger: queued once its row is
+    BACKING_OFF = "backing off"  # waiting out its retry delay
+
+
 class Waiter:
     """Someone waiting for an execution's final status; ``record`` is set when it is committed
     (None when the engine stopped first). Its event is made only if someone waits before the
@@ -129,7 +136,7 @@ class Waiter:
 class Live:
     """What the engine holds of an unfinished execution, beside its record."""
 
-    __slots__ = ("backing_off", "born", "fate", "record", "slots", "spec", "stop", "waiter")
+    __slots__ = ("fate", "held", "record", "slots", "spec", "stop", "waiter")
 
     def __init__(self, record: ExecutionRecord, *, born: bool = False) -> None:
         self.record = record
@@ -137,8 +144,9 @@ class Live:
         self.spec: FunctionSpec | None = None  # its function, as of its latest attempt
         self.stop: StopReason | None = None
         self.waiter: Waiter | None = None
-        self.born = born  # made by a trigger: dispatched once its creation is committed
-        self.backing_off = False  # waiting out its retry delay
+        # Made by a trigger (``born``): dispatched once its creation is committed. One field
+        # for both reasons keeps a queued execution's Live small (100,000 queued: 0.8 MB).
+        self.held: Held | None = Held.UNTIL_COMMITTED if born else None
         self.fate: str | None = None  # why its creation was not stored, for its creator
 
 
@@ -334,8 +342,7 @@ class Lifecycle:
             live.record
             for live in self.live.values()
             if live.record.status is PENDING
-            and not live.backing_off
-            and not live.born
+            and live.held is None
             and live.slots is None
             and live.record.function in functions
         ]
@@ -478,7 +485,7 @@ class Lifecycle:
             message = f"attempt {record.attempts} failed ({summary}); retry in {delay:g}s"
             self._change(live, PENDING, message, now)
             if delay > 0:
-                live.backing_off = True
+                live.held = Held.BACKING_OFF
                 self.timers.arm_backoff(record.id, delay)
             else:
                 self.enqueue(live)
@@ -637,7 +644,8 @@ class Lifecycle:
             return
         self.dispatch.withdraw(record)
         self.timers.disarm(execution_id)
-        live.backing_off = False
+        if live.held is Held.BACKING_OFF:  # one made by a trigger is still counted once stored
+            live.held = None
         self._finish(live, CANCELLED, "cancelled before it ran", now)
 
     def _ask_to_stop(self, live: Live, reason: StopReason) -> None:
@@ -670,8 +678,8 @@ class Lifecycle:
 
     def backoff_expired(self, execution_id: str) -> None:
         live = self.live.get(execution_id)
-        if live is not None and live.backing_off and live.record.status is PENDING:
-            live.backing_off = False
+        if live is not None and live.held is Held.BACKING_OFF and live.record.status is PENDING:
+            live.held = None
             self.enqueue(live)
 
     def rerun(self, records: Iterable[ExecutionRecord], spec: FunctionSpec) -> list[str]:
@@ -771,7 +779,7 @@ class Lifecycle:
             live = self.live.get(execution_id)
             if live is None:
                 continue
-            if not live.born:
+            if live.held is not Held.UNTIL_COMMITTED:
                 self._fired_again(live)
                 continue
             del self.live[execution_id]
@@ -783,14 +791,14 @@ class Lifecycle:
             if live is None:
                 continue
             record = live.record
-            if live.born:
-                live.born = False
+            if live.held is Held.UNTIL_COMMITTED:
+                live.held = None
                 if record.trigger_id is not None:
                     assert self._firings is not None
                     self._firings.count_fired(record.trigger_id)
                     if self.hub.wants(TriggerFired):
                         self.hub.publish(fired(record, record.trigger_id))
-                if record.status is PENDING and not live.backing_off:
+                if record.status is PENDING:
                     self.enqueue(live)
             if status not in terminal or record.status not in terminal:
                 continue  # unfinished, or run again (rerun) since this commit was prepared
