@@ -298,9 +298,10 @@ class Lifecycle:
             if watch:
                 self.watch(live)
             lives.append(live)
-        records = [live.record for live in lives]
-        self.dispatch.enqueue_all(records)  # what no pool takes yet waits (see waiting)
-        self.store.create_all(((record, None) for record in records), lazy=False)
+        # Generators, not lists: a list of a big batch's records raised the engine's peak
+        # memory by 8 bytes an execution.
+        self.dispatch.enqueue_all(live.record for live in lives)  # the others wait (waiting)
+        self.store.create_all(((live.record, None) for live in lives), lazy=False)
         if self.hub.wants(ExecutionCreated):
             for live in lives:
                 self._tell_created(live.record)

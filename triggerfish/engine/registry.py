@@ -8,8 +8,10 @@ must be known and able to run it), so a bad one is refused at once, not at its f
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable, Mapping
+from operator import attrgetter
 
 import anyio
 from anyio.abc import TaskGroup
@@ -32,6 +34,8 @@ from .lifecycle import Lifecycle
 from .runtimes.abc import ReplicaPlan, Runtime
 from .runtimes.registry import make_runtime, runtime_names
 from .scheduler import PoolListener, ServicePool
+
+_service_of = attrgetter("service")  # groups a batch of records by their pool
 
 
 class Service:
@@ -116,19 +120,14 @@ class Registry:
         return True
 
     def enqueue_all(self, records: Iterable[ExecutionRecord]) -> list[ExecutionRecord]:
-        by_service: dict[str, list[ExecutionRecord]] = {}
-        for record in records:
-            same = by_service.get(record.service)
-            if same is None:
-                same = by_service[record.service] = []
-            same.append(record)
-        waiting = []
-        for service, queued in by_service.items():
+        # Run by run of one service, streamed: no list of a big batch is made.
+        waiting: list[ExecutionRecord] = []
+        for service, run in itertools.groupby(records, key=_service_of):
             pool = self.pools.get(service)
             if pool is None:
-                waiting += queued
+                waiting += run
             else:
-                pool.enqueue_all(queued)
+                pool.enqueue_all(run)
         return waiting
 
     def withdraw(self, record: ExecutionRecord) -> None:
