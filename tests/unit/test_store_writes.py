@@ -334,3 +334,29 @@ async def test_a_trigger_the_store_cannot_snapshot_fails_alone(tmp_path: Path) -
         assert list(heard[0]) == ["trg-broken"]
         assert [t.id for t in await store.list_triggers()] == ["trg-fine"]
         await store.aclose()
+
+
+def test_a_commits_rows_go_in_statements_of_many_rows_each_binding_little() -> None:
+    """Rows stay in order, a statement binds at most _SMALL_BINDING bytes of large values, and
+    a row larger than that goes alone: few trips through sqlite, a bounded statement cache."""
+    limit = sqlite_store._SMALL_BINDING
+
+    def row(n: int, size: int) -> tuple[Any, ...]:
+        values: list[Any] = [f"exe-{n}"] + [None] * (sqlite_store._NCOLS - 1)
+        values[4] = b"x" * size  # the input column
+        return tuple(values)
+
+    rows = [row(n, size) for n, size in enumerate([100] * 300 + [limit * 2] + [limit // 3] * 4)]
+    statements = sqlite_store._statements_of(rows)
+    assert [r for chunk in statements for r in chunk] == rows
+    assert all(
+        sum(map(sqlite_store._bound_size, chunk)) <= limit for chunk in statements if len(chunk) > 1
+    )
+    big = [chunk for chunk in statements if any(len(r[4]) > limit for r in chunk)]
+    assert big == [[rows[300]]]
+    assert [len(chunk) for chunk in statements] == [300, 1, 3, 1]
+    small = [row(n, 10) for n in range(sqlite_store._ROWS_PER_STATEMENT + 5)]
+    assert [len(c) for c in sqlite_store._statements_of(small)] == [
+        sqlite_store._ROWS_PER_STATEMENT,
+        5,
+    ]

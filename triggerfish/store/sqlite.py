@@ -66,11 +66,13 @@ _UPDATE = (
 )
 _ROW_PARAMS = "(" + ", ".join("?" * _NCOLS) + ")"
 # A statement of many rows is one trip through sqlite for all of them, which one statement bound
-# again for each row is not (about a tenth slower here). But sqlite keeps a prepared statement
-# with the values last bound to it, and the connection caches a statement per row count: with
-# large inputs that kept hundreds of MB alive. So rows go in a statement of their count only
-# while what they bind is small (the cache then holds at most _CACHED_STATEMENTS times that);
-# larger ones go through the one-row statement, which holds one row.
+# again for each row is not: about a tenth slower alone, and far slower beside a busy event
+# loop, as the connection's thread gives up the GIL at every step and waits to get it back
+# (a commit of 256 emitted events' rows, about 1 KB each, went through the one-row statement).
+# But sqlite keeps a prepared statement with the values last bound to it, and the connection
+# caches a statement per row count: with large inputs that kept hundreds of MB alive. So a
+# commit's rows go in statements of many rows that each bind at most _SMALL_BINDING bytes (the
+# cache then holds at most _CACHED_STATEMENTS times that); a row larger than that goes alone.
 _ROWS_PER_STATEMENT = 32766 // _NCOLS  # sqlite allows 32766 parameters in a statement
 _SMALL_BINDING = 64 * 1024
 _CACHED_STATEMENTS = 128
@@ -102,24 +104,45 @@ def _upsert(rows: int) -> str:
     return f"INSERT INTO executions ({_COLUMNS}) VALUES {values} {_UPDATE}"
 
 
-def _bound_size(rows: list[tuple[Any, ...]]) -> int:
-    return sum(len(row[i]) for row in rows for i in _BIG_COLUMNS if row[i] is not None)
+def _bound_size(row: tuple[Any, ...]) -> int:
+    return sum(len(row[i]) for i in _BIG_COLUMNS if row[i] is not None)
+
+
+def _statements_of(rows: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """The rows, in order, cut into statements of many rows that each bind at most
+    _SMALL_BINDING bytes of large values (a row larger than that alone)."""
+    statements: list[list[tuple[Any, ...]]] = []
+    chunk: list[tuple[Any, ...]] = []
+    bound = 0
+    for row in rows:
+        size = _bound_size(row)
+        if chunk and (bound + size > _SMALL_BINDING or len(chunk) == _ROWS_PER_STATEMENT):
+            statements.append(chunk)
+            chunk, bound = [], 0
+        chunk.append(row)
+        bound += size
+    if chunk:
+        statements.append(chunk)
+    return statements
 
 
 def _upsert_executions(connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Write execution rows (see _SMALL_BINDING): in one transaction if it is begun, else each
-    statement in its own (every row whole either way)."""
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[start : start + _ROWS_PER_STATEMENT]
-        if len(chunk) > 1 and _bound_size(chunk) > _SMALL_BINDING:
-            began = not connection.in_transaction
-            if began:
-                connection.execute("BEGIN IMMEDIATE")
-            connection.executemany(_upsert(1), chunk)
-            if began:
-                connection.execute("COMMIT")
-        else:
+    """Write execution rows: in the transaction if one is begun, else in one of their own
+    (every row whole either way)."""
+    statements = _statements_of(rows)
+    began = len(statements) > 1 and not connection.in_transaction
+    if not began:
+        for chunk in statements:
             connection.execute(_upsert(len(chunk)), [v for row in chunk for v in row])
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for chunk in statements:
+            connection.execute(_upsert(len(chunk)), [v for row in chunk for v in row])
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
 
 
 @functools.lru_cache(maxsize=1024)
