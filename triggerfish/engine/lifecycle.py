@@ -313,10 +313,8 @@ class Lifecycle:
         """A triggered execution, stamped (see ``stamp``), is the lifecycle's from now on;
         ``born`` ones are queued once their creation is committed (see ``committed``), the
         others by their creator."""
-        live = self.live[record.id] = Live(record, born=born)
-        if self.hub.wants(ExecutionCreated):
-            self._tell_created(record)
-        return live
+        self.adopt_all((record,), born=born)
+        return self.live[record.id]
 
     def adopt_all(self, records: Sequence[ExecutionRecord], *, born: bool) -> None:
         """``adopt`` for each."""

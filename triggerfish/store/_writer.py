@@ -219,24 +219,24 @@ class GroupCommitStore(Store):
     def create(
         self, record: ExecutionRecord, once: tuple[str, str] | None = None, *, lazy: bool = False
     ) -> None:
-        self.save(record, lazy=lazy)
-        if once is not None:
-            self._once[record.id] = once
-        if record.trigger_id is not None:
-            self._fired[record.id] = record.trigger_id
+        self._check_open()
+        self._queue_new(record, once)
+        self._stir(lazy)
 
     def create_all(
         self, created: Iterable[tuple[ExecutionRecord, tuple[str, str] | None]], *, lazy: bool
     ) -> None:
         self._check_open()
-        pending, once_keys, fired = self._pending, self._once, self._fired
         for record, once in created:
-            pending[record.id] = record
-            if once is not None:
-                once_keys[record.id] = once
-            if record.trigger_id is not None:
-                fired[record.id] = record.trigger_id
+            self._queue_new(record, once)
         self._stir(lazy)
+
+    def _queue_new(self, record: ExecutionRecord, once: tuple[str, str] | None) -> None:
+        self._pending[record.id] = record
+        if once is not None:
+            self._once[record.id] = once
+        if record.trigger_id is not None:
+            self._fired[record.id] = record.trigger_id
 
     def save_trigger(self, trigger: TriggerRecord, *, lazy: bool = False) -> None:
         self._check_open()

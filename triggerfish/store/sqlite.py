@@ -11,11 +11,12 @@ that happened to checkpoint took ten milliseconds instead of one, and everything
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,23 +127,26 @@ def _statements_of(rows: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
     return statements
 
 
-def _upsert_executions(connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Write execution rows: in the transaction if one is begun, else in one of their own
-    (every row whole either way)."""
-    statements = _statements_of(rows)
-    began = len(statements) > 1 and not connection.in_transaction
-    if not began:
-        for chunk in statements:
-            connection.execute(_upsert(len(chunk)), [v for row in chunk for v in row])
-        return
+@contextlib.contextmanager
+def _sync_transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT on the connection's thread; rolled back by any error."""
     connection.execute("BEGIN IMMEDIATE")
     try:
-        for chunk in statements:
-            connection.execute(_upsert(len(chunk)), [v for row in chunk for v in row])
+        yield
     except BaseException:
         connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
+
+
+def _upsert_executions(connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Write execution rows: in the transaction if one is begun, else in one of their own
+    (every row whole either way)."""
+    statements = _statements_of(rows)
+    alone = len(statements) > 1 and not connection.in_transaction
+    with _sync_transaction(connection) if alone else contextlib.nullcontext():
+        for chunk in statements:
+            connection.execute(_upsert(len(chunk)), [v for row in chunk for v in row])
 
 
 @functools.lru_cache(maxsize=1024)
@@ -243,8 +247,7 @@ def _write_batch(connection: sqlite3.Connection, batch: Batch) -> set[str]:
         _upsert_executions(connection, [row for _, row in batch.executions])
         return set()
     # Fire records, the executions they allow, and trigger rows: one transaction.
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with _sync_transaction(connection):
         refused = _insert_fires(connection, batch.once)
         _upsert_executions(connection, [r for eid, r in batch.executions if eid not in refused])
         if batch.triggers:
@@ -253,10 +256,6 @@ def _write_batch(connection: sqlite3.Connection, batch: Batch) -> set[str]:
             _update_triggers(connection, batch.trigger_states, batch.fired, refused)
         for trigger_id in batch.deleted_triggers:
             connection.execute("DELETE FROM triggers WHERE id = ?", (trigger_id,))
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
     return refused
 
 
