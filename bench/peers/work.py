@@ -54,17 +54,31 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
+def _stat_seconds(path: Path, fields: slice) -> float:
+    """The sum of CPU time fields of a /proc stat file, in seconds (0 if it is gone)."""
+    try:
+        values = path.read_text().rpartition(")")[2].split()[fields]
+    except FileNotFoundError:
+        return 0.0
+    return sum(int(v) for v in values) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of processes (and their reaped children), from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except FileNotFoundError:
-            continue
-        total += sum(int(f) for f in fields[11:15]) / ticks  # utime stime cutime cstime
-    return total
+    return sum(_stat_seconds(Path(f"/proc/{pid}/stat"), slice(11, 15)) for pid in pids)
+
+
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU time of a process's main thread (its event loop) and of its other
+    threads together (the store's writer thread among them), from /proc."""
+    main = other = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        seconds = _stat_seconds(task / "stat", slice(11, 13))  # utime stime
+        if task.name == str(pid):
+            main += seconds
+        else:
+            other += seconds
+    return main, other
 
 
 def descendants(pid: int) -> list[int]:
