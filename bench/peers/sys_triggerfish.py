@@ -135,7 +135,7 @@ async def cron(size: dict[str, int], folder: Path) -> dict[str, object]:
         "cron_dispatched_lateness_p99_ms": percentile(dispatched_late, 99),
         "cron_cpu_s": round(cpu_used, 2),
         # Where that CPU went: the event loop, the other threads (the store's writer), and
-        # the replicas (the rest).
+        # the rest: the replicas, and any thread that ended in the window.
         "cron_cpu_loop_s": round(loop_cpu, 2),
         "cron_cpu_threads_s": round(threads_cpu, 2),
         "cron_cpu_replicas_s": round(cpu_used - loop_cpu - threads_cpu, 2),

@@ -65,7 +65,7 @@ def _stat_seconds(path: Path, fields: slice) -> float:
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of processes (and their reaped children), from /proc."""
-    return sum(_stat_seconds(Path(f"/proc/{pid}/stat"), slice(11, 15)) for pid in pids)
+    return sum(_stat_seconds(Path(f"/proc/{pid}/stat"), slice(11, 15)) for pid in pids)  # u s cu cs
 
 
 def thread_cpu_seconds(pid: int) -> tuple[float, float]:
