@@ -38,6 +38,7 @@ from ..models import (
     belongs_to,
 )
 from ..store.abc import Store
+from . import collector
 from .events import EventHub
 from .lifecycle import Lifecycle, Live, Waiter
 from .nested import NestedCalls
@@ -150,6 +151,7 @@ class EngineCore:
         stored = await self.triggering.start(task_group)
         await self.lifecycle.recover()
         self.running = self.lifecycle.accepting = True
+        collector.engine_started()
         self.triggering.arm_cron(stored)
         logger.info("engine_started", services=sorted(self.registry.services))
 
@@ -165,6 +167,7 @@ class EngineCore:
         if not self.running:
             return
         self.running = False
+        collector.engine_stopped()
         self.lifecycle.accepting = False
         self.triggering.stop()
         with anyio.CancelScope(shield=True):
