@@ -46,6 +46,7 @@ from triggerfish import errors
 from . import protocol as p
 from . import views
 from .context import ExecutionContext, Progress, current
+from .threads import SlotThreads
 
 ErrorTriple = tuple[str, str, str]
 
@@ -149,6 +150,8 @@ class _LineBuffer:
 class Running:
     """One execution in this replica."""
 
+    __slots__ = ("attempt", "buffers", "cancelled", "execution_id", "function", "task", "thread_id")
+
     def __init__(self, execution_id: str, function: str, attempt: int) -> None:
         self.execution_id = execution_id
         self.function = function
@@ -156,7 +159,7 @@ class Running:
         self.thread_id: int | None = None
         self.task: asyncio.Task[Any] | None = None
         self.cancelled = False
-        self.buffers = {"stdout": _LineBuffer(), "stderr": _LineBuffer()}
+        self.buffers: dict[str, _LineBuffer] | None = None  # by stream, once it is written to
 
 
 _running_var: contextvars.ContextVar[Running] = contextvars.ContextVar("triggerfish_running")
@@ -183,7 +186,12 @@ class CapturedStream(io.TextIOBase):
             self._fallback.write(text)
             self._fallback.flush()
             return len(text)
-        buffer = running.buffers[self._name]
+        buffers = running.buffers
+        if buffers is None:
+            buffers = running.buffers = {}
+        buffer = buffers.get(self._name)
+        if buffer is None:
+            buffer = buffers[self._name] = _LineBuffer()
         buffer.parts.append(text)
         if "\n" in text:
             joined = "".join(buffer.parts)
@@ -222,7 +230,7 @@ class Runner:
         self.async_functions: set[str] = set()
         self.whole_views: frozenset[str] = frozenset()  # applications answering whole JSON
         self.running: dict[str, Running] = {}
-        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.pool: SlotThreads | None = None
         self.requests: dict[int, concurrent.futures.Future[Any]] = {}
         self.request_ids = itertools.count(1)
         self.stopped = asyncio.Event()
@@ -269,9 +277,7 @@ class Runner:
     def _init(self, payload: bytes) -> None:
         try:
             spec = cloudpickle.loads(payload)
-            self.pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=int(spec["concurrency"]), thread_name_prefix="triggerfish-exec"
-            )
+            self.pool = SlotThreads(int(spec["concurrency"]), "triggerfish-exec")
             if spec["kind"] == "class":
                 instance = spec["target"](**spec["init_params"])  # once per replica
                 self.functions = {
@@ -350,10 +356,12 @@ class Runner:
             try:
                 with self.cancel_lock:
                     running.thread_id = None
-                # Drop a cancel that was delivered too late to matter.
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(threading.get_ident()), None
-                )
+                # Drop a cancel that was delivered too late to matter. Only a cancelled one
+                # can have been: ``_cancel`` marks it before it delivers, under the same lock.
+                if running.cancelled:
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(threading.get_ident()), None
+                    )
                 break
             except errors.InvocationCancelledError:
                 continue
@@ -428,7 +436,7 @@ class Runner:
     def _finish(
         self, running: Running, ok: bool, payload: Any, view: views.View | None = None
     ) -> None:
-        for stream, buffer in running.buffers.items():
+        for stream, buffer in (running.buffers or {}).items():
             if buffer.parts:
                 self.outbox.send((p.LOG, running.execution_id, stream, "".join(buffer.parts)))
         self.running.pop(running.execution_id, None)
