@@ -205,9 +205,11 @@ class ServicePool(ReplicaListener):
             self._scale()
             self._dispatch()
             deadline = self._idle.next_deadline()
-            timeout = math.inf if deadline is None else max(0.0, deadline - time.monotonic())
-            with anyio.move_on_after(timeout):
+            if deadline is None:  # no idle replica to stop: no cancel scope (one per wake)
                 await self._wake.wait()
+            else:
+                with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                    await self._wake.wait()
             self._wake = anyio.Event()
             for replica_id in self._idle.pop_expired(time.monotonic()):
                 self._stop_idle(str(replica_id))
