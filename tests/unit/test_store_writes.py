@@ -117,11 +117,12 @@ async def test_a_flush_returns_with_its_own_commits_while_the_queue_never_drains
     assert commits >= 50
 
 
-async def test_lazy_saves_wait_for_a_commit_asked_for_or_their_time(
+async def test_lazy_saves_wait_for_their_time_or_a_flush_of_everything(
     store_factory: Callable[[], Store],
 ) -> None:
-    """A lazy row rides with the next commit something asks for, or goes alone once it has
-    lingered; the saves of one execution collapse into one row; a flush does not wait."""
+    """A lazy row goes once it has lingered, or with a flush of everything, or with the
+    next commit once the record is saved again not lazily; the saves of one execution
+    collapse into one row; a flush does not wait."""
     store = store_factory()
     assert isinstance(store, GroupCommitStore)
     batches = spy_on_batches(store)
@@ -135,7 +136,7 @@ async def test_lazy_saves_wait_for_a_commit_asked_for_or_their_time(
         await anyio.sleep(0.05)
         assert batches == []  # lingering
         quick.status = ExecutionStatus.SUCCEEDED
-        store.save(quick)  # a final status someone waits for: now, with what lingers
+        store.save(quick)  # a final status someone waits for: into the next commit
         other = record()
         store.save(other, lazy=True)
         await store.flush()
@@ -157,6 +158,50 @@ async def test_lazy_saves_wait_for_a_commit_asked_for_or_their_time(
         with anyio.fail_after(5):  # a flush asks for the commit: no minute's wait
             await store.flush()
         assert await store.get(late.id) is not None
+        await store.aclose()
+
+
+async def test_lazy_saves_wait_apart_from_the_commits_others_wait_for(
+    store_factory: Callable[[], Store],
+) -> None:
+    """A flush of one's own saves (``lazy=False``, as emit and submit do) commits those
+    alone: lazy rows wait apart, and go in a commit of their own once ``lingering_batch``
+    of them wait."""
+    store = store_factory()
+    assert isinstance(store, GroupCommitStore)
+    batches = spy_on_batches(store)
+    store.linger = 60.0
+    store.lingering_batch = 4
+    async with anyio.create_task_group() as tg:
+        await store.start(tg)
+        waiting = [record() for _ in range(3)]
+        for execution in waiting:
+            store.save(execution, lazy=True)
+        urgent = record()
+        store.create(urgent)
+        with anyio.fail_after(5):
+            await store.flush(lazy=False)
+        assert [[i for i, _ in b.executions] for b in batches] == [[urgent.id]]
+        assert await store.get(urgent.id) is not None
+        for execution in waiting:
+            assert await store.get(execution.id) is None  # still waiting, apart
+
+        fourth = record()
+        waiting.append(fourth)
+        store.save(fourth, lazy=True)  # the fourth: enough for a commit of their own
+        with anyio.fail_after(5):
+            while len(batches) < 2:
+                await anyio.sleep(0.01)
+        assert [i for i, _ in batches[1].executions] == [e.id for e in waiting]
+
+        again = record()
+        store.save(again, lazy=True)
+        again.status = ExecutionStatus.SUCCEEDED
+        store.save(again)  # saved again not lazily: it goes with the next commit
+        with anyio.fail_after(5):
+            await store.flush(lazy=False)
+        stored = await store.get(again.id)
+        assert stored is not None and stored.status is ExecutionStatus.SUCCEEDED
         await store.aclose()
 
 

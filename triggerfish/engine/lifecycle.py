@@ -305,7 +305,7 @@ class Lifecycle:
         if self.hub.wants(ExecutionCreated):
             for live in lives:
                 self._tell_created(live.record)
-        await self.store.flush()
+        await self.store.flush(lazy=False)  # its own creations, not what others let wait
         self.raise_unstored(lives)
         return lives
 

@@ -270,7 +270,7 @@ class Triggering:
         created = self.bus.publish(resource, action, body, resource_id, lineage)
         if not created:
             return []
-        await self._lifecycle.store.flush()
+        await self._lifecycle.store.flush(lazy=False)  # the creations, not what waits apart
         self._lifecycle.raise_unstored(created)
         return [live.record.id for live in created if live.fate is None]
 

@@ -83,9 +83,10 @@ class Store(ABC):
     def save(self, record: ExecutionRecord, *, lazy: bool = False) -> None:
         """Queue the record's state for the next group commit (does not wait).
 
-        ``lazy``: the commit need not come soon. The row waits, a fraction of a second at
-        most, for a commit that another save or a flush asks for, so that the saves of a
-        quick execution collapse into one row. For what a crash may lose and the engine
+        ``lazy``: the commit need not come soon. The row waits apart, a fraction of a
+        second at most, so that the saves of a quick execution collapse into one row; a
+        flush of everything, or a later save of the record that is not lazy, takes it into
+        the next commit. For what a crash may lose and the engine
         redo: a running attempt, its output, a cron firing that its trigger's cursor fires
         again; never for what someone waits on."""
 
@@ -122,8 +123,10 @@ class Store(ABC):
         """Every stored trigger, oldest first."""
 
     @abstractmethod
-    async def flush(self) -> None:
-        """Return once everything queued before the call is committed."""
+    async def flush(self, *, lazy: bool = True) -> None:
+        """Return once everything queued before the call is committed. With ``lazy=False``,
+        lazy saves and trigger rows may go on waiting for their own commit: what a caller
+        that waits for its own saves (made not lazily) asks."""
 
     @abstractmethod
     async def get(self, execution_id: str) -> ExecutionRecord | None:
