@@ -205,6 +205,49 @@ async def test_lazy_saves_wait_apart_from_the_commits_others_wait_for(
         await store.aclose()
 
 
+async def test_lazy_saves_get_every_other_commit_under_a_steady_stream(
+    store_factory: Callable[[], Store],
+) -> None:
+    """While saves wanted soon keep coming, lazy ones that are due still go, in every other
+    commit, never mixed with the others: they do not pile up behind a stream that never
+    ends."""
+    store = store_factory()
+    assert isinstance(store, GroupCommitStore)
+    store.batch_limit = 10
+    store.lingering_batch = 4
+    batches = spy_on_batches(store)
+    lazy_ids: set[str] = set()
+    commits = 0
+
+    def refill(written: Any, refused: Any, failed: Any) -> None:
+        nonlocal commits
+        commits += 1
+        if commits < 40:
+            for _ in range(15):  # more than a commit takes: the stream never drains
+                store.save(record())
+            for _ in range(5):
+                lazy = record()
+                lazy_ids.add(lazy.id)
+                store.save(lazy, lazy=True)
+
+    async with anyio.create_task_group() as tg:
+        await store.start(tg, refill)
+        store.save(record())
+        with anyio.fail_after(10):
+            while commits < 40:
+                await anyio.sleep(0.01)
+        kinds = []
+        for batch in batches[:40]:
+            ids = {i for i, _ in batch.executions}
+            assert ids <= lazy_ids or not ids & lazy_ids  # never mixed
+            kinds.append("lazy" if ids <= lazy_ids else "soon")
+        assert kinds[2:40] == ["lazy", "soon"] * 19 or kinds[2:40] == ["soon", "lazy"] * 19
+        await store.flush()
+        for lazy_id in lazy_ids:
+            assert await store.get(lazy_id) is not None
+        await store.aclose()
+
+
 async def test_saving_a_trigger_again_writes_its_state_and_a_new_spec_writes_the_row(
     store_factory: Callable[[], Store],
 ) -> None:

@@ -138,8 +138,10 @@ class GroupCommitStore(Store):
         # that will hold the last one queued (the queue is taken in order, batch_limit at a
         # time), not for the queue to drain: under a steady stream of emits it seldom does,
         # and each emit waited out a commit or two more than its own.
-        self._taken = 0
+        self._taken = 0  # commits of what is wanted soon (lazy ones are not numbered)
         self._committed = 0
+        self._lazy_commit: anyio.Event | None = None  # set once the lazy commit under way ends
+        self._soon_last = False  # whether the last commit was of what is wanted soon
         self._tickets: dict[int, anyio.Event] = {}  # commit number -> who waits for it
         self._pending_committed = anyio.Event()  # set by each commit that drains the queue
         self._listener: CommitListener | None = None
@@ -294,6 +296,7 @@ class GroupCommitStore(Store):
         return self._linger_until is None or time.monotonic() >= self._linger_until
 
     async def flush(self, *, lazy: bool = True) -> None:
+        lazy_in_flight = self._lazy_commit if lazy else None
         if lazy and self._lingering:  # wanted now: it goes with what is wanted soon
             self._pending.update(self._lingering)
             self._lingering = {}
@@ -315,6 +318,8 @@ class GroupCommitStore(Store):
             if event is None:
                 event = self._tickets[ticket] = anyio.Event()
             await event.wait()
+        if lazy_in_flight is not None:  # it holds lazy saves made before the call
+            await lazy_in_flight.wait()
 
     def _reached(self, number: int) -> None:
         self._committed = number
@@ -348,16 +353,19 @@ class GroupCommitStore(Store):
 
     def _take_pending(
         self,
-    ) -> tuple[list[ExecutionRecord], dict[str, tuple[str, str]], dict[str, str], bool]:
+    ) -> tuple[list[ExecutionRecord], dict[str, tuple[str, str]], dict[str, str], bool, bool]:
         """The executions (with their once keys and the triggers that fired them) for the next
-        commit: those wanted soon, else the lazy ones once due, at most ``batch_limit``; and
-        whether that drains the queue."""
-        if self._pending:
+        commit, at most ``batch_limit``: those wanted soon, or the lazy ones once due (every
+        other commit, while both wait: under a steady stream of emits the lazy ones must not
+        pile up); whether they are the ones wanted soon; and whether that drains the queue."""
+        due = self._lingering_due()
+        if self._pending and not (due and self._soon_last):
             source = self._pending
-        elif self._lingering_due():
+        elif due:
             source = self._lingering
         else:
-            source = {}
+            source = {}  # trigger rows alone
+        soon = self._soon_last = source is not self._lingering
         other = self._lingering if source is self._pending else self._pending
         if len(source) <= self.batch_limit:
             records = list(source.values())
@@ -382,12 +390,16 @@ class GroupCommitStore(Store):
             self._urgent = False
         if not self._lingering:
             self._linger_until = None
-        return records, once, fired, not (self._pending or self._lingering)
+        return records, once, fired, soon, not (self._pending or self._lingering)
 
     async def _commit_pending(self) -> None:
-        records, once, fired, drained = self._take_pending()
-        self._taken += 1
-        number = self._taken
+        records, once, fired, soon, drained = self._take_pending()
+        number: int | None = None
+        if soon:  # numbered: flushes wait for their number
+            self._taken += 1
+            number = self._taken
+        else:
+            lazy_done = self._lazy_commit = anyio.Event()
         if self._unstorable:
             records = [r for r in records if r.id not in self._unstorable]
         if drained:
@@ -418,7 +430,11 @@ class GroupCommitStore(Store):
                     refused = await self._write(batch)
                 except Exception:
                     refused = await self._write_apart(batch, failed)
-        self._reached(number)
+        if number is not None:
+            self._reached(number)
+        else:
+            self._lazy_commit = None
+            lazy_done.set()
         if drains is not None:
             drains.set()
         if failed:
