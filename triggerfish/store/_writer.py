@@ -341,30 +341,32 @@ class GroupCommitStore(Store):
                     with anyio.move_on_after(deadline - time.monotonic()):
                         await self._wake.wait()
                 self._wake = anyio.Event()
-                if (
-                    self._pending
-                    or self._lingering_due()
-                    or (self._triggers and not self._lingering)
-                ):
-                    await self._commit_pending()
+                source = self._next_source()
+                if source is not None:  # else woken early: what lingers is not due yet
+                    await self._commit_pending(source)
         finally:
             self._accepting = False
             self._stopped.set()
 
-    def _take_pending(
-        self,
-    ) -> tuple[list[ExecutionRecord], dict[str, tuple[str, str]], dict[str, str], bool, bool]:
-        """The executions (with their once keys and the triggers that fired them) for the next
-        commit, at most ``batch_limit``: those wanted soon, or the lazy ones once due (every
-        other commit, while both wait: under a steady stream of emits the lazy ones must not
-        pile up); whether they are the ones wanted soon; and whether that drains the queue."""
+    def _next_source(self) -> dict[str, ExecutionRecord] | None:
+        """What the next commit takes from: the saves wanted soon, or the lazy ones once due
+        (every other commit while both wait: under a steady stream of emits the lazy ones
+        must not pile up), an empty queue for trigger rows alone, or None: nothing is due."""
         due = self._lingering_due()
         if self._pending and not (due and self._soon_last):
-            source = self._pending
-        elif due:
-            source = self._lingering
-        else:
-            source = {}  # trigger rows alone
+            return self._pending
+        if due:
+            return self._lingering
+        if self._triggers and not self._lingering:
+            return {}
+        return None
+
+    def _take_pending(
+        self, source: dict[str, ExecutionRecord]
+    ) -> tuple[list[ExecutionRecord], dict[str, tuple[str, str]], dict[str, str], bool, bool]:
+        """The executions of ``source`` (with their once keys and the triggers that fired
+        them) for the next commit, at most ``batch_limit``; whether they are the ones wanted
+        soon; and whether that drains the queue."""
         soon = self._soon_last = source is not self._lingering
         other = self._lingering if source is self._pending else self._pending
         if len(source) <= self.batch_limit:
@@ -392,8 +394,8 @@ class GroupCommitStore(Store):
             self._linger_until = None
         return records, once, fired, soon, not (self._pending or self._lingering)
 
-    async def _commit_pending(self) -> None:
-        records, once, fired, soon, drained = self._take_pending()
+    async def _commit_pending(self, source: dict[str, ExecutionRecord]) -> None:
+        records, once, fired, soon, drained = self._take_pending(source)
         number: int | None = None
         if soon:  # numbered: flushes wait for their number
             self._taken += 1
