@@ -45,6 +45,7 @@ __all__ = [
     "PackageDefinition",
     "PackageNotFoundError",
     "PackageRevision",
+    "PostgresStore",
     "RemoteError",
     "ReplicaDiedError",
     "ReplicaLost",
@@ -61,6 +62,7 @@ __all__ = [
     "StatusChange",
     "Store",
     "StoreRefusedError",
+    "StoreUnavailableError",
     "SubscriberLagged",
     "Subscription",
     "TriggerFired",
@@ -80,6 +82,7 @@ _HOMES = {
     "ExecutionContext": "triggerfish.engine.replica.context",
     "current_context": "triggerfish.engine.replica.context",
     "MemoryStore": "triggerfish.store.memory",
+    "PostgresStore": "triggerfish.store.postgres",
     "SqliteStore": "triggerfish.store.sqlite",
     "Store": "triggerfish.store.abc",
     **dict.fromkeys(
@@ -128,6 +131,7 @@ _HOMES = {
             "ResultTooLargeError",
             "ServiceInitError",
             "StoreRefusedError",
+            "StoreUnavailableError",
             "AuthenticationError",
             "ConfigurationError",
             "DefinitionError",
@@ -204,6 +208,7 @@ if TYPE_CHECKING:
         SerializationError,
         ServiceInitError,
         StoreRefusedError,
+        StoreUnavailableError,
         TriggerfishError,
         TriggerNotFoundError,
         UnknownFunctionError,
@@ -229,4 +234,5 @@ if TYPE_CHECKING:
     from .sdk.remote import Client
     from .store.abc import Store
     from .store.memory import MemoryStore
+    from .store.postgres import PostgresStore
     from .store.sqlite import SqliteStore

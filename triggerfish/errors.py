@@ -16,6 +16,7 @@ Every error the library raises on purpose is one of these; errors from the parts
     ├── EngineClosedError            the engine is not running (not started, or stopped)
     ├── ImageBuildError              a container image could not be built (``log`` has why)
     ├── ExecutionNotFoundError       no execution has that id
+    ├── StoreUnavailableError        the store's server cannot be reached or refused the login
     ├── RemoteError                  the daemon could not be reached, or answered an error
     │   └── AuthenticationError      the daemon refused the API key (or none was given)
     ├── InvocationError              an execution ended without a result
@@ -71,6 +72,7 @@ __all__ = [
     "SerializationError",
     "ServiceInitError",
     "StoreRefusedError",
+    "StoreUnavailableError",
     "TriggerNotFoundError",
     "TriggerfishError",
     "UnknownFunctionError",
@@ -126,6 +128,11 @@ class EngineClosedError(TriggerfishError, RuntimeError):
 
 class ExecutionNotFoundError(TriggerfishError, LookupError):
     """No execution has that id."""
+
+
+class StoreUnavailableError(TriggerfishError, ConnectionError):
+    """The store's database server cannot be reached, or refused the login. The message names
+    the server (host, port, database, user), never a password."""
 
 
 class ImageBuildError(TriggerfishError, OSError):

@@ -1,4 +1,5 @@
-"""kill -9 of the engine with executions queued and running, then a restart on the same file."""
+"""kill -9 of the engine with executions queued and running, then a restart on the same file
+(or PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,10 @@ def _restart(env: dict[str, str], mode: str, db: str, directory: Path) -> Any:
     return json.loads(resumed.stdout.splitlines()[-1])
 
 
-def test_engine_kill9_and_restart_loses_nothing_and_succeeds_nothing_twice(tmp_path: Path) -> None:
-    db = str(tmp_path / "engine.db")
+def test_engine_kill9_and_restart_loses_nothing_and_succeeds_nothing_twice(
+    tmp_path: Path, store_target: str
+) -> None:
+    db = store_target
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     app = subprocess.Popen(
         [sys.executable, str(APP), "start", db, str(tmp_path), "10"],
@@ -82,11 +85,13 @@ def test_engine_kill9_and_restart_loses_nothing_and_succeeds_nothing_twice(tmp_p
     assert interrupted, "no execution was running at the kill"
 
 
-def test_engine_kill9_with_cron_firings_run_but_not_stored(tmp_path: Path) -> None:
+def test_engine_kill9_with_cron_firings_run_but_not_stored(
+    tmp_path: Path, store_target: str
+) -> None:
     """Cron firings go to replicas ahead of their commit. Killed when some have run and none
     of them is stored, the restart leaves their times to the misfire policy: the latest runs
     again (run_once), the others count as missed, and no time is stored twice."""
-    db = str(tmp_path / "engine.db")
+    db = store_target
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     ticks = tmp_path / "ticks"
     app = subprocess.Popen(
@@ -133,12 +138,12 @@ def test_engine_kill9_with_cron_firings_run_but_not_stored(tmp_path: Path) -> No
 
 
 def test_engine_kill9_right_after_a_once_firing_is_stored_keeps_its_count(
-    tmp_path: Path,
+    tmp_path: Path, store_target: str
 ) -> None:
     """The engine dies the moment emit returns: the execution is stored, and so is the
     trigger's count of it (it rides in the same transaction), so after the restart the
     execution runs and the trigger says it fired once."""
-    db = str(tmp_path / "engine.db")
+    db = store_target
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     killed = subprocess.run(
         [sys.executable, str(APP), "once", db, str(tmp_path)],

@@ -11,6 +11,8 @@ block may say how it runs, in a comment this test reads: ``<!-- example: KIND: w
   ``examples/thumbnails`` deployed; ``$KEY`` and ``$TRIGGERFISH_API_KEY`` hold its key;
 * ``docker`` / ``swarm``: run where a Docker engine (and a swarm) can be had, else skipped
   saying why;
+* ``postgres``: a whole program, run with ``$TRIGGERFISH_STORE`` set to a new database on the
+  tests' PostgreSQL server (skipped, saying why, where none can be started);
 * ``config``: a daemon config file, read by the daemon's own loader;
 * ``app``: the module the daemon serves (see ``daemon``);
 * ``fragment`` and ``setup``: not run, with the reason given; a fragment must still compile
@@ -42,7 +44,7 @@ pytestmark = pytest.mark.slow
 README = ROOT / "README.md"
 _BLOCK = re.compile(r"^( *)```(python|sh|toml)\n(.*?)^\1```", re.S | re.M)
 _MARKER = re.compile(r"<!--\s*example:\s*(\w+)(?::\s*(.*?))?\s*-->")
-KINDS = {"run", "daemon", "docker", "swarm", "config", "app", "fragment", "setup"}
+KINDS = {"run", "postgres", "daemon", "docker", "swarm", "config", "app", "fragment", "setup"}
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,14 @@ def _env(credentials: Path, **extra: str) -> dict[str, str]:
 @pytest.mark.parametrize("example", [e for e in EXAMPLES if e.kind == "run"], ids=lambda e: e.name)
 def test_a_program_runs(example: Example, tmp_path: Path) -> None:
     _run_python(example.code, _folder(tmp_path), _env(tmp_path / "credentials.json"))
+
+
+@pytest.mark.parametrize(
+    "example", [e for e in EXAMPLES if e.kind == "postgres"], ids=lambda e: e.name
+)
+def test_a_program_on_postgresql_runs(example: Example, tmp_path: Path, postgres_dsn: str) -> None:
+    env = _env(tmp_path / "credentials.json", TRIGGERFISH_STORE=postgres_dsn)
+    _run_python(example.code, _folder(tmp_path), env)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     config = load_config(toml, environ={"TRIGGERFISH_PORT": "9100"}, drain_timeout=3.0)
     assert (config.port, config.drain_timeout, config.api_keys) == (9100, 3.0, (key_hash,))
     assert config.runtime.concurrency == 8 and config.runtime.max_replicas == 1
-    assert config.store_path == Path(".triggerfish/triggerfish.db")
+    assert config.store_target == Path(".triggerfish/triggerfish.db")
     flagged = load_config(toml, environ={"TRIGGERFISH_PORT": "9100"}, port=9200)
     assert flagged.port == 9200
 

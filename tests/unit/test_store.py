@@ -9,7 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from triggerfish import ExecutionStatus, MemoryStore, SqliteStore, Store
+from triggerfish import ExecutionStatus, MemoryStore, Store
 from triggerfish.models import ExecutionQuery as Q
 from triggerfish.models import ExecutionRecord, new_execution_id
 
@@ -145,8 +145,9 @@ async def test_close_commits_what_is_queued_and_a_reopened_store_has_it(
         rec = record()
         store.save(rec)
         await store.aclose()  # no flush: closing must commit it
-    # A sqlite store reopens its file; the memory store can only be started again.
-    reopened = store_factory() if isinstance(store, SqliteStore) else store
+    # A sqlite or PostgreSQL store reopens its file or database; the memory store can only
+    # be started again.
+    reopened = store if isinstance(store, MemoryStore) else store_factory()
     assert reopened is not store or isinstance(store, MemoryStore)
     async with anyio.create_task_group() as tg:
         await reopened.start(tg)
@@ -181,7 +182,7 @@ async def test_once_keys_refuse_a_second_execution_in_one_commit_and_after_reope
         assert refusals[-1] == {twin.id}
         assert await store.get(twin.id) is None and await store.get(other.id) is not None
         await store.aclose()
-    reopened = store_factory() if isinstance(store, SqliteStore) else store
+    reopened = store if isinstance(store, MemoryStore) else store_factory()
     async with anyio.create_task_group() as tg:
         await reopened.start(tg, lambda written, refused, failed: refusals.append(set(refused)))
         late = record()
@@ -259,7 +260,7 @@ async def test_triggers_are_kept_updated_and_deleted(store_factory: Callable[[],
         store.save_trigger(cron)
         await store.flush()
         await store.aclose()
-    reopened = store_factory() if isinstance(store, SqliteStore) else store
+    reopened = store if isinstance(store, MemoryStore) else store_factory()
     async with anyio.create_task_group() as tg:
         await reopened.start(tg)
         loaded = await reopened.list_triggers()
@@ -300,7 +301,7 @@ async def test_a_triggers_firings_are_counted_in_the_commit_that_stores_them(
         (stored,) = await store.list_triggers()
         assert stored.fired == 2
         await store.aclose()
-    reopened = store_factory() if isinstance(store, SqliteStore) else store
+    reopened = store if isinstance(store, MemoryStore) else store_factory()
     async with anyio.create_task_group() as tg:
         await reopened.start(tg)
         (stored,) = await reopened.list_triggers()

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from triggerfish import SqliteStore, Store
+from triggerfish import ConfigurationError, SqliteStore, Store
 from triggerfish.models import (
     CronTriggerSpec,
     ExecutionRecord,
@@ -430,7 +430,7 @@ def test_a_commits_rows_go_in_statements_of_many_rows_each_binding_little() -> N
     limit = sqlite_store._SMALL_BINDING
 
     def row(n: int, size: int) -> tuple[Any, ...]:
-        values: list[Any] = [f"exe-{n}"] + [None] * (sqlite_store._NCOLS - 1)
+        values: list[Any] = [f"exe-{n}"] + [None] * (sqlite_store.NCOLS - 1)
         values[4] = b"x" * size  # the input column
         return tuple(values)
 
@@ -448,3 +448,13 @@ def test_a_commits_rows_go_in_statements_of_many_rows_each_binding_little() -> N
         sqlite_store._ROWS_PER_STATEMENT,
         5,
     ]
+
+
+async def test_a_file_of_a_newer_schema_is_refused_with_its_version(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 5}")
+    store = SqliteStore(path)
+    async with anyio.create_task_group() as tg:
+        with pytest.raises(ConfigurationError, match=f"schema version {len(MIGRATIONS) + 5}"):
+            await store.start(tg)

@@ -110,6 +110,12 @@ def serve(
     host: Annotated[str | None, typer.Option(help="address to bind (127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (8765; 0 picks a free one)")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="where the store lives")] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="a sqlite file or a PostgreSQL URL (postgresql://...); default: in data-dir"
+        ),
+    ] = None,
     app_spec: Annotated[
         str | None,
         typer.Option("--app", help="module:function that registers functions on the engine"),
@@ -129,6 +135,7 @@ def serve(
             host=host,
             port=port,
             data_dir=data_dir,
+            store=store,
             app=app_spec,
             drain_timeout=drain_timeout,
         )
@@ -137,7 +144,7 @@ def serve(
 
         def ready(url: str) -> None:
             err.print(
-                f"triggerfish serving on {url} (store {settings.store_path})", highlight=False
+                f"triggerfish serving on {url} (store {settings.store_name})", highlight=False
             )
 
         # uvloop (installed with uvicorn[standard]): the daemon is I/O bound on sockets and pipes

@@ -3,6 +3,8 @@
 Example ``triggerfish.toml``::
 
     data_dir = "/var/lib/triggerfish"   # the sqlite file, codebases, the local client key
+    store = "postgresql://triggerfish:secret@db.internal/triggerfish"   # default: a sqlite
+                                        # file in data_dir
     host = "127.0.0.1"
     port = 8765
     api_keys = ["sha256:..."]           # hashes only; make a key with 'triggerfish keys create'
@@ -33,6 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import ConfigurationError
+from ..store.dsn import describe_dsn, is_postgres_dsn
 from .auth import check_hash
 
 __all__ = ["DaemonConfig", "load_config"]
@@ -70,7 +73,8 @@ class DaemonConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     data_dir: Path = Path(".triggerfish")
-    store: Path | None = None  # default: data_dir / "triggerfish.db"
+    # A sqlite file, or a PostgreSQL URL (postgresql://...); default: data_dir / "triggerfish.db"
+    store: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
     api_keys: tuple[str, ...] = ()
@@ -86,8 +90,23 @@ class DaemonConfig(BaseModel):
         return tuple(check_hash(entry) for entry in value)
 
     @property
-    def store_path(self) -> Path:
-        return self.store if self.store is not None else self.data_dir / "triggerfish.db"
+    def store_target(self) -> str | Path:
+        """What the engine is given: the PostgreSQL URL, or the sqlite file's path."""
+        if is_postgres_dsn(self.store):
+            return str(self.store)
+        return Path(self.store) if self.store else self.data_dir / "triggerfish.db"
+
+    @property
+    def store_file(self) -> Path | None:
+        """The sqlite file, or None on PostgreSQL."""
+        target = self.store_target
+        return target if isinstance(target, Path) else None
+
+    @property
+    def store_name(self) -> str:
+        """The store, for messages: its file, or its server without the password."""
+        target = self.store_target
+        return str(target) if isinstance(target, Path) else describe_dsn(target)
 
     @property
     def loopback(self) -> bool:

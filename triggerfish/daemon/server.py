@@ -64,9 +64,11 @@ def private_data_dir(config: DaemonConfig) -> None:
     narrowed to that, as the store file is to 0600 (the store makes a new one so)."""
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     config.data_dir.chmod(0o700)
-    for path in (config.store_path, *config.store_path.parent.glob(f"{config.store_path.name}-*")):
-        if path.exists():
-            path.chmod(0o600)
+    store = config.store_file
+    if store is not None:
+        for path in (store, *store.parent.glob(f"{store.name}-*")):
+            if path.exists():
+                path.chmod(0o600)
 
 
 def url_of(host: str, port: int) -> str:
@@ -126,7 +128,11 @@ async def serve(
     config.check_bind()
     if engine is None:
         engine = Engine(
-            config.store_path, kill_grace=config.kill_grace, drain_timeout=config.drain_timeout
+            config.store_target,
+            kill_grace=config.kill_grace,
+            drain_timeout=config.drain_timeout,
+            # Beside a sqlite file by default; on PostgreSQL, in the data dir.
+            codebase_dir=config.data_dir / "codebases" if config.store_file is None else None,
         )
     if config.app:  # before anything is made on disk: a bad app changes nothing
         await _maybe_await(load_setup(config.app)(engine))
@@ -157,7 +163,7 @@ async def serve(
             # ever falls to Python's default handlers (a KeyboardInterrupt inside the drain).
             await signals.start(_on_signals, server, engine, name="signals")
             async with engine:
-                logger.info("daemon_listening", url=url, store=str(config.store_path))
+                logger.info("daemon_listening", url=url, store=config.store_name)
                 if on_ready is not None:
                     on_ready(url)
                 try:

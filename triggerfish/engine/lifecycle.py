@@ -35,6 +35,7 @@ from ..errors import (
     ReplicaDiedError,
     ResultTooLargeError,
     StoreRefusedError,
+    StoreUnavailableError,
     TriggerfishError,
 )
 from ..log import debug_enabled, logger
@@ -347,12 +348,14 @@ class Lifecycle:
         ]
 
     def raise_unstored(self, lives: Iterable[Live]) -> None:
-        """Tell the creator of new executions that the store could not take one."""
+        """Tell the creator of new executions that the store could not take one: its
+        server out of reach (StoreUnavailableError), or a value no row can hold."""
         for live in lives:
             if live.fate is not None and live.fate is not REFUSED:
-                raise ConfigurationError(
-                    f"execution {live.record.id} could not be stored: {live.fate}"
-                )
+                message = f"execution {live.record.id} could not be stored: {live.fate}"
+                if live.fate.startswith(f"{StoreUnavailableError.__name__}:"):
+                    raise StoreUnavailableError(message)
+                raise ConfigurationError(message)
 
     def _tell_created(self, record: ExecutionRecord) -> None:
         self.hub.publish(

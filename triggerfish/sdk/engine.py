@@ -32,6 +32,7 @@ from ..models import (
     TriggerSpec,
 )
 from ..store.abc import Store
+from ..store.dsn import is_postgres_dsn
 from ..store.sqlite import SqliteStore
 from .handle import FunctionHandle, list_page, to_execution
 from .marks import METHOD_MARK
@@ -73,18 +74,26 @@ def _engine_id(store: Store) -> str:
 def _store_from(store: Store | str | Path | None) -> Store:
     if store is None:
         return SqliteStore(":memory:")
+    if is_postgres_dsn(store):
+        from ..store.postgres import PostgresStore  # asyncpg, loaded only when asked for
+
+        return PostgresStore(str(store))
     if isinstance(store, str | Path):
         return SqliteStore(store)
     if isinstance(store, Store):
         return store
-    raise ConfigurationError(f"store must be a Store, a sqlite file path or None, not {store!r}")
+    raise ConfigurationError(
+        "store must be a Store, a sqlite file path, a PostgreSQL URL (postgresql://...) or "
+        f"None, not {store!r}"
+    )
 
 
 class AsyncEngine:
     """An embedded triggerfish engine.
 
-    ``store`` is a sqlite file path (executions survive restarts), a ``Store``, or None for an
-    in-memory sqlite. Register functions with ``@engine.function(...)`` and classes with
+    ``store`` is a sqlite file path (executions survive restarts), a PostgreSQL URL
+    (``postgresql://user:password@host/database``), a ``Store``, or None for an in-memory
+    sqlite. Register functions with ``@engine.function(...)`` and classes with
     ``@engine.service(...)``, then run it with ``async with engine:`` (or ``with engine as e:``
     for the blocking form). Leaving the block lets running executions finish within
     ``drain_timeout`` seconds, puts the rest back to PENDING for the next start, and stops

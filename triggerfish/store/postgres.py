@@ -1,0 +1,380 @@
+"""The store on a PostgreSQL server, through asyncpg: the same contract and group commit as
+sqlite, for engines that outgrow one machine's file.
+
+A group commit is one transaction of a few statements whatever its size: every column of the
+commit's executions travels as one array, unpacked by ``unnest`` on the server (one round trip,
+not one per row). The writer keeps a connection of its own; reads and the rare direct writes
+(packages, service versions) take one from a small pool, so a read never waits behind a commit.
+
+The schema is versioned in ``triggerfish_schema``; migrations run in one transaction under an
+advisory lock, so engines starting at once apply each step once. A database whose schema is
+newer than this triggerfish knows is refused, with both versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import asyncpg
+
+from ..errors import ConfigurationError, EngineClosedError, StoreUnavailableError
+from ..log import logger
+from ._writer import Batch
+from .dsn import describe_dsn
+from .rows import (
+    CHANGING,
+    COLUMNS,
+)
+from .sql import Direct, SqlStore
+
+__all__ = ["PostgresStore"]
+
+T = TypeVar("T")
+
+#: The schema, as numbered steps (``triggerfish_schema`` records the last one applied). Text
+#: that is ordered (ids, names) collates as bytes ("C"), as in sqlite, whatever the database's
+#: locale: ``function BETWEEN 'f@0' AND 'f@:'`` must select f's pinned revisions alone.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE executions (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        function TEXT COLLATE "C" NOT NULL,
+        service TEXT NOT NULL,
+        status TEXT NOT NULL,
+        input BYTEA NOT NULL,
+        max_attempts INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        failed_attempts INTEGER NOT NULL,
+        result BYTEA,
+        error TEXT,
+        progress INTEGER,
+        status_log TEXT NOT NULL,
+        logs TEXT NOT NULL,
+        parent_id TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        started_at DOUBLE PRECISION,
+        finished_at DOUBLE PRECISION,
+        trigger_id TEXT,
+        event TEXT,
+        lineage TEXT,
+        result_view_kind TEXT,
+        result_view TEXT,
+        engine_id TEXT
+    );
+    CREATE INDEX executions_by_function ON executions (function, id);
+    CREATE INDEX executions_by_status ON executions (status, function);
+    CREATE TABLE fires (
+        trigger_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        execution_id TEXT NOT NULL,
+        fired_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (key, trigger_id)
+    );
+    CREATE TABLE triggers (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        spec TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        stats TEXT NOT NULL,
+        cursor DOUBLE PRECISION,
+        fired BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE codebases (
+        sha256 TEXT PRIMARY KEY,
+        data BYTEA NOT NULL
+    );
+    CREATE TABLE package_revisions (
+        name TEXT COLLATE "C" NOT NULL,
+        revision INTEGER NOT NULL,
+        package TEXT NOT NULL,
+        codebase_sha256 TEXT NOT NULL REFERENCES codebases (sha256),
+        codebase_size BIGINT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (name, revision)
+    );
+    CREATE TABLE service_versions (
+        name TEXT COLLATE "C" NOT NULL,
+        version INTEGER NOT NULL,
+        package TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        module TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE services (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        active INTEGER NOT NULL
+    );
+    """,
+)
+
+# Held (for the transaction) by whoever migrates: a second engine starting at once waits, then
+# finds the schema current. Any fixed 64-bit number, the same in every engine.
+_MIGRATION_LOCK = 0x7472_6967_6765_7266  # "trigger" "f"
+
+# The types of the execution columns, in the order of rows.COLUMNS, for unnest's arrays.
+_TYPES = (
+    *("text",) * 4,  # id, function, service, status
+    *("bytea", "int4", "int4", "int4", "bytea"),  # input, attempts..., result
+    *("text", "int4", "text", "text", "text"),  # error, progress, status_log, logs, parent_id
+    *("float8",) * 3,  # created_at, started_at, finished_at
+    *("text",) * 6,  # trigger_id, event, lineage, result_view_kind, result_view, engine_id
+)
+_UPSERT = (
+    f"INSERT INTO executions ({COLUMNS}) SELECT * FROM unnest("
+    + ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(_TYPES, start=1))
+    + ") ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in CHANGING)
+)
+_INSERT_FIRES = (
+    "INSERT INTO fires (trigger_id, key, execution_id, fired_at) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[]) "
+    "ON CONFLICT DO NOTHING RETURNING execution_id"
+)
+_FIRE_HOLDERS = (
+    "SELECT fires.trigger_id, fires.key, fires.execution_id FROM fires "
+    "JOIN unnest($1::text[], $2::text[]) AS k(trigger_id, key) "
+    "ON fires.key = k.key AND fires.trigger_id = k.trigger_id"
+)
+_TRIGGER_UPSERT = (
+    "INSERT INTO triggers (id, name, spec, created_at, stats, cursor) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], "
+    "$6::float8[]) ON CONFLICT (id) DO UPDATE SET name = excluded.name, spec = excluded.spec, "
+    "stats = excluded.stats, cursor = excluded.cursor"
+)
+# A trigger's state (stats and cursor, where ``s``) and its count of firings, for many
+# triggers in one statement: a cron trigger that fired and moved its cursor is written once.
+_TRIGGER_STATES = (
+    "UPDATE triggers SET stats = CASE WHEN v.s THEN v.stats ELSE triggers.stats END, "
+    "cursor = CASE WHEN v.s THEN v.cursor ELSE triggers.cursor END, "
+    "fired = triggers.fired + v.n "
+    "FROM unnest($1::bool[], $2::text[], $3::float8[], $4::int8[], $5::text[]) "
+    "AS v(s, stats, cursor, n, id) WHERE triggers.id = v.id"
+)
+
+#: What a lost or refused connection raises: retried by reconnecting, never a bad row.
+_CONNECTION_ERRORS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+async def _write_batch(connection: asyncpg.Connection[Any], batch: Batch) -> set[str]:
+    """Write a group commit in one transaction; the ids of executions refused by their once
+    key."""
+    async with connection.transaction():
+        refused = await _insert_fires(connection, batch.once) if batch.once else set()
+        rows = [row for eid, row in batch.executions if eid not in refused]
+        if rows:
+            await connection.execute(_UPSERT, *_columns(rows))
+        if batch.triggers:
+            await connection.execute(_TRIGGER_UPSERT, *_columns(batch.triggers))
+        if batch.trigger_states or batch.fired:
+            counts = Counter(t for eid, t in batch.fired.items() if eid not in refused)
+            states = [
+                (True, stats, cursor, counts.pop(t, 0), t)
+                for stats, cursor, t in batch.trigger_states
+            ]
+            states += [(False, None, None, n, t) for t, n in counts.items()]
+            await connection.execute(_TRIGGER_STATES, *_columns(states))
+        if batch.deleted_triggers:
+            await connection.execute(
+                "DELETE FROM triggers WHERE id = ANY($1::text[])", batch.deleted_triggers
+            )
+    return refused
+
+
+async def _insert_fires(
+    connection: asyncpg.Connection[Any], once: dict[str, tuple[str, str]]
+) -> set[str]:
+    """Insert fire records; the executions whose key another execution holds are refused
+    (one whose record holds it already, written before, is not)."""
+    items = list(once.items())
+    inserted = await connection.fetch(
+        _INSERT_FIRES,
+        [tid for _, (tid, _) in items],
+        [key for _, (_, key) in items],
+        [eid for eid, _ in items],
+        [time.time()] * len(items),
+    )
+    if len(inserted) == len(items):
+        return set()
+    written = {row[0] for row in inserted}
+    others = [(eid, key) for eid, key in items if eid not in written]
+    holders = {
+        (tid, key): eid
+        for tid, key, eid in await connection.fetch(
+            _FIRE_HOLDERS, [tid for _, (tid, _) in others], [key for _, (_, key) in others]
+        )
+    }
+    return {eid for eid, key in others if holders.get(key) != eid}
+
+
+@functools.lru_cache(maxsize=256)
+def _numbered(sql: str) -> str:
+    """``sql`` with its ``?`` placeholders as PostgreSQL's ``$1``, ``$2``... (the shared
+    statements hold no ``?`` of their own)."""
+    parts = sql.split("?")
+    return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], start=1)) + parts[-1]
+
+
+class _Direct:
+    """A direct write's statements on a pooled connection in a transaction (see SqlStore)."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    async def fetch_one(self, sql: str, *params: Any) -> Sequence[Any] | None:
+        row = await self._connection.fetchrow(_numbered(sql), *params)
+        return None if row is None else tuple(row)
+
+    async def run(self, sql: str, *params: Any) -> None:
+        await self._connection.execute(_numbered(sql), *params)
+
+
+class PostgresStore(SqlStore):
+    """Executions in a PostgreSQL database named by ``dsn``
+    (``postgresql://user:password@host:port/database``)."""
+
+    #: Seconds between attempts to reach a server that went away, doubling up to the last.
+    reconnect_delays = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+    #: How long a commit keeps trying to reach the server before it gives up.
+    reconnect_for = 30.0
+
+    def __init__(self, dsn: str, *, pool_size: int = 4) -> None:
+        super().__init__()
+        self.dsn = dsn
+        self.server = describe_dsn(dsn)  # for messages: no password
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool[Any] | None = None
+        self._writer: asyncpg.Connection[Any] | None = None
+        self._unreachable_since: float | None = None  # when the writer lost the server
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.server!r})"
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _connect(self) -> asyncpg.Connection[Any]:
+        try:
+            return await asyncpg.connect(self.dsn)
+        except Exception as exc:
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
+        why = str(exc) or type(exc).__name__
+        if self.dsn and ":" in self.dsn:  # never echo a password, whatever the driver says
+            password = urllib.parse.urlsplit(self.dsn).password
+            if password:
+                why = why.replace(password, "***")
+        return StoreUnavailableError(f"cannot use PostgreSQL at {self.server}: {why}")
+
+    async def _open(self) -> None:
+        writer = await self._connect()
+        try:
+            await self._migrate(writer)
+            pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self._pool_size)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await writer.close()
+            raise
+        self._writer, self._pool = writer, pool
+
+    async def _migrate(self, connection: asyncpg.Connection[Any]) -> None:
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await connection.execute(
+                "CREATE TABLE IF NOT EXISTS triggerfish_schema (version INTEGER NOT NULL)"
+            )
+            version = await connection.fetchval("SELECT max(version) FROM triggerfish_schema")
+            version = version or 0
+            if version > len(MIGRATIONS):
+                raise ConfigurationError(
+                    f"the database at {self.server} has schema version {version}, newer than "
+                    f"this triggerfish knows ({len(MIGRATIONS)}): upgrade triggerfish"
+                )
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                await connection.execute(script)
+                await connection.execute("INSERT INTO triggerfish_schema VALUES ($1)", number)
+
+    async def _close(self) -> None:
+        writer, pool = self._writer, self._pool
+        self._writer = self._pool = None
+        with anyio.CancelScope(shield=True):
+            if writer is not None:
+                with contextlib.suppress(*_CONNECTION_ERRORS):
+                    await writer.close()
+            if pool is not None:
+                await pool.close()
+
+    @property
+    def _reads(self) -> asyncpg.Pool[Any]:
+        if self._pool is None:
+            raise EngineClosedError("the PostgreSQL store is not open")
+        return self._pool
+
+    async def _with_writer(self, work: Callable[[asyncpg.Connection[Any]], Awaitable[T]]) -> T:
+        """Run ``work`` on the writer's connection; a connection lost before or during it is
+        opened again (with backoff) and ``work`` run again: a transaction cut off by a lost
+        connection was rolled back by the server. Once the server has been out of reach for
+        ``reconnect_for`` seconds, each call tries once more and then raises, so that the
+        commits waiting fail in turn, quickly, and their creators hear of it."""
+        delays = iter(self.reconnect_delays)
+        while True:
+            try:
+                if self._writer is None or self._writer.is_closed():
+                    self._writer = await asyncpg.connect(self.dsn)
+                result = await work(self._writer)
+            except _CONNECTION_ERRORS as exc:
+                if self._writer is not None and not self._writer.is_closed():
+                    self._writer.terminate()
+                self._writer = None
+                now = anyio.current_time()
+                if self._unreachable_since is None:
+                    self._unreachable_since = now
+                delay = next(delays, self.reconnect_delays[-1])
+                if now + delay > self._unreachable_since + self.reconnect_for:
+                    raise self._unavailable(exc) from exc
+                logger.warning(
+                    "store_reconnecting", server=self.server, error=str(exc), delay=delay
+                )
+                await anyio.sleep(delay)
+            else:
+                self._unreachable_since = None
+                return result
+
+    # -- the group commit's hooks ---------------------------------------------------------
+
+    async def _write(self, batch: Batch) -> set[str]:
+        return await self._with_writer(lambda connection: _write_batch(connection, batch))
+
+    async def _read(self, sql: str, *params: Any) -> list[Sequence[Any]]:
+        try:
+            return list(await self._reads.fetch(_numbered(sql), *params))
+        except _CONNECTION_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+
+    @contextlib.asynccontextmanager
+    async def _direct(self) -> AsyncIterator[Direct]:
+        try:
+            async with self._reads.acquire() as connection, connection.transaction():
+                yield _Direct(connection)
+        except _CONNECTION_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _lock_name(self, db: Direct, kind: int, name: str) -> None:
+        await db.run("SELECT pg_advisory_xact_lock(hashtextextended(?, ?))", name, kind)
