@@ -5,6 +5,8 @@ taken up again with nothing lost."""
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import socket
 import urllib.parse
 
@@ -87,12 +89,22 @@ def test_a_malformed_url_is_refused_naming_what_is_wrong() -> None:
         triggerfish.Engine("postgresql://app@127.0.0.1:notaport/jobs")
 
 
-async def test_engines_starting_at_once_migrate_the_schema_once(postgres_dsn: str) -> None:
+async def test_engines_starting_at_once_migrate_once_and_one_of_them_runs(
+    postgres_dsn: str,
+) -> None:
     stores = [PostgresStore(postgres_dsn) for _ in range(4)]
+    refused: list[str] = []
+
+    async def start(store: PostgresStore, tg: anyio.abc.TaskGroup) -> None:
+        try:
+            await store.start(tg)
+        except ConfigurationError as exc:
+            refused.append(str(exc))
+
     async with anyio.create_task_group() as tg:
         async with anyio.create_task_group() as starting:
             for store in stores:
-                starting.start_soon(store.start, tg)
+                starting.start_soon(start, store, tg)
         for store in stores:
             await store.aclose()
     connection = await asyncpg.connect(postgres_dsn)
@@ -101,6 +113,64 @@ async def test_engines_starting_at_once_migrate_the_schema_once(postgres_dsn: st
     finally:
         await connection.close()
     assert sorted(v[0] for v in versions) == list(range(1, len(versions) + 1))
+    assert len(refused) == 3
+    assert all("another engine runs on the database" in why for why in refused)
+
+
+async def test_a_second_engine_on_a_database_in_use_is_refused_and_the_first_carries_on(
+    postgres_dsn: str,
+) -> None:
+    first = triggerfish.Engine(postgres_dsn)
+    first.function(fns.add)
+    async with first:
+        handle = first.handle(fns.add)
+        running = await handle.start(1, 1)
+        second = triggerfish.Engine(postgres_dsn)
+        second.function(fns.add)
+        with pytest.raises(ConfigurationError, match=rf"process {os.getpid()} on"):
+            async with second:
+                pass
+        assert await handle.await_result(running, timeout=20) == 2
+        assert await handle.call_remote(2, 2) == 4
+    again = triggerfish.Engine(postgres_dsn)  # the first left: its lease ended with it
+    again.function(fns.add)
+    async with again:
+        assert await again.handle(fns.add).call_remote(3, 3) == 6
+
+
+async def test_a_lapsed_lease_is_taken_over_and_a_live_one_elsewhere_is_not(
+    postgres_dsn: str,
+) -> None:
+    async with anyio.create_task_group() as tg:
+        store = PostgresStore(postgres_dsn)
+        await store.start(tg)
+        await store.aclose()
+    connection = await asyncpg.connect(postgres_dsn)
+    now = "extract(epoch FROM clock_timestamp())"
+    try:
+        # An engine of another machine that stopped renewing 20 s ago, with a 10 s lease.
+        await connection.execute(
+            f"INSERT INTO engines VALUES ('eng-lapsed', 'elsewhere', 1, 0, {now} - 20, 10)"
+        )
+        engine = triggerfish.Engine(postgres_dsn)
+        engine.function(fns.add)
+        async with engine:
+            assert await engine.handle(fns.add).call_remote(1, 2) == 3
+        assert await connection.fetchval("SELECT count(*) FROM engines") == 0
+        # One that renewed a moment ago: its machine may well be running it.
+        await connection.execute(
+            f"INSERT INTO engines VALUES ('eng-live', 'elsewhere', 1, 0, {now}, 10)"
+        )
+        with pytest.raises(ConfigurationError, match=re.escape("eng-live (process 1 on elsewhere")):
+            async with triggerfish.Engine(postgres_dsn):
+                pass
+    finally:
+        await connection.close()
+
+
+def test_a_lease_must_be_positive() -> None:
+    with pytest.raises(ConfigurationError, match="lease must be a positive"):
+        PostgresStore("postgresql://app@127.0.0.1/jobs", lease=0)
 
 
 async def test_a_database_of_a_newer_schema_is_refused_with_its_version(postgres_dsn: str) -> None:

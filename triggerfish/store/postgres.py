@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import secrets
 import time
 import urllib.parse
 from collections import Counter
@@ -23,10 +24,13 @@ from typing import Any, TypeVar
 
 import anyio
 import asyncpg
+from anyio.abc import TaskGroup
 
 from ..errors import ConfigurationError, EngineClosedError, StoreUnavailableError
 from ..log import logger
+from . import leases
 from ._writer import Batch
+from .abc import CommitListener
 from .dsn import describe_dsn
 from .rows import (
     CHANGING,
@@ -114,6 +118,7 @@ MIGRATIONS: tuple[str, ...] = (
         active INTEGER NOT NULL
     );
     """,
+    leases.SCHEMA,
 )
 
 # Held (for the transaction) by whoever migrates: a second engine starting at once waits, then
@@ -255,9 +260,14 @@ class PostgresStore(SqlStore):
     #: How long a commit keeps trying to reach the server before it gives up.
     reconnect_for = 30.0
 
-    def __init__(self, dsn: str, *, pool_size: int = 4) -> None:
+    def __init__(self, dsn: str, *, pool_size: int = 4, lease: float = 10.0) -> None:
         super().__init__()
+        if not lease > 0:
+            raise ConfigurationError(f"lease must be a positive number of seconds, not {lease!r}")
         self.dsn = dsn
+        # This engine's row in ``engines`` while it runs (see leases.py).
+        self.member = leases.Member.here(f"eng-{secrets.token_hex(6)}", lease)
+        self._renewing: anyio.CancelScope | None = None
         self.server = describe_dsn(dsn)  # for messages: no password
         self._pool_size = pool_size
         self._pool: asyncpg.Pool[Any] | None = None
@@ -287,6 +297,7 @@ class PostgresStore(SqlStore):
         writer = await self._connect()
         try:
             await self._migrate(writer)
+            await leases.join(writer, self.member, self.server)
             pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self._pool_size)
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -311,9 +322,34 @@ class PostgresStore(SqlStore):
                 await connection.execute(script)
                 await connection.execute("INSERT INTO triggerfish_schema VALUES ($1)", number)
 
+    async def start(self, task_group: TaskGroup, listener: CommitListener | None = None) -> None:
+        await super().start(task_group, listener)
+        self._renewing = anyio.CancelScope()
+        task_group.start_soon(self._renew, self._renewing, name="store-lease")
+
+    async def _renew(self, scope: anyio.CancelScope) -> None:
+        """Renew the lease every third of it; a renewal the server misses is tried at the
+        next (two may fail before the lease lapses)."""
+        with scope:
+            while True:
+                await anyio.sleep(self.member.lease / 3)
+                try:
+                    await leases.renew(self._reads, self.member)
+                except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+                    logger.warning("store_lease_not_renewed", server=self.server, error=str(exc))
+
+    async def aclose(self) -> None:
+        if self._renewing is not None:
+            self._renewing.cancel()
+            self._renewing = None
+        await super().aclose()
+
     async def _close(self) -> None:
         writer, pool = self._writer, self._pool
         self._writer = self._pool = None
+        if pool is not None:
+            with anyio.CancelScope(shield=True), contextlib.suppress(*_CONNECTION_ERRORS):
+                await leases.leave(pool, self.member)
         with anyio.CancelScope(shield=True):
             if writer is not None:
                 with contextlib.suppress(*_CONNECTION_ERRORS):
