@@ -1,5 +1,10 @@
-"""The PostgreSQL store beside the sqlite file: executions/s and call_remote latency of one
-engine on each, measured in one run.
+"""The PostgreSQL store beside the sqlite file, and failover between two engines on one
+database, measured in one run:
+
+1. executions/s and call_remote latency of one engine on each store;
+2. failover: an active engine holding ``--failover`` executions (default 1,000; most of them
+   pending, some running) is killed with kill -9 while a standby engine waits; the seconds
+   from the kill until the standby is active, and until it has finished them all.
 
 Starts its own throwaway PostgreSQL server (``scripts/postgres-up.sh``: Debian's postgresql,
 a cluster in a temporary folder, stopped afterwards), or uses ``--dsn``. Each round runs
@@ -19,18 +24,84 @@ Human-readable figures are printed as it goes; the last line of stdout is one JS
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
+import asyncpg
 from throughput import say, throughput_and_latency
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests import postgres
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests import postgres  # noqa: E402  (the tests' throwaway server, shared)
+
+APP = Path(__file__).with_name("cluster_app.py")
+
+
+async def _scalar(dsn: str, query: str) -> Any:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetchval(query)
+    finally:
+        await connection.close()
+
+
+def failover(admin: str, count: int) -> dict[str, Any]:
+    """An active engine with ``count`` executions stored (most pending, some running) is
+    killed with kill -9 while a standby waits; how long until the standby is active, and
+    until it has finished them all."""
+    dsn = postgres.new_database(admin, "failover")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, str(APP)]
+    active = subprocess.Popen(
+        [*command, "active", dsn, str(count)],
+        stdout=subprocess.PIPE,
+        env={**env, "TRIGGERFISH_BENCH_ROLE": "active"},
+        text=True,
+    )
+    standby: subprocess.Popen[str] | None = None
+    try:
+        assert active.stdout is not None and active.stdout.readline().strip() == "submitted"
+        standby = subprocess.Popen(
+            [*command, "standby", dsn], stdout=subprocess.PIPE, env=env, text=True
+        )
+        ready = (
+            "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)"
+            " + (SELECT count(*) FROM executions WHERE status = 'RUNNING') / 16"
+        )
+        deadline = time.monotonic() + 120
+        while asyncio.run(_scalar(dsn, ready)) < 2:  # a standby waits; 16 run on the active
+            assert time.monotonic() < deadline, "the standby never waited, or nothing ran"
+            time.sleep(0.05)
+        unfinished = asyncio.run(
+            _scalar(dsn, "SELECT count(*) FROM executions WHERE status IN ('PENDING', 'RUNNING')")
+        )
+        killed_at = time.time()
+        active.kill()
+        out, _ = standby.communicate(timeout=300)
+    finally:
+        for process in (active, standby):
+            if process is not None and process.poll() is None:
+                process.kill()
+            if process is not None:
+                process.wait(timeout=10)
+    lines = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    done_at, succeeded = lines["done"].split()
+    return {
+        "failover_executions": count,
+        "failover_unfinished_at_kill": unfinished,
+        "failover_active_after_s": round(float(lines["active"]) - killed_at, 3),
+        "failover_finished_after_s": round(float(done_at) - killed_at, 3),
+        "failover_all_succeeded": int(succeeded) == count,
+    }
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,12 +112,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lat-calls", type=int, default=2000)
     parser.add_argument("--lat-warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2, help="sqlite/PostgreSQL turns")
+    parser.add_argument("--failover", type=int, default=1000, help="executions at the kill")
     parser.add_argument("--dsn", help="a server of your own (its admin database's URL)")
     parser.add_argument("--quick", action="store_true", help="small numbers, a smoke test")
     args = parser.parse_args()
     if args.quick:
         args.n, args.runs, args.warmup, args.lat_calls, args.lat_warmup = 2000, 1, 200, 200, 20
-        args.rounds = 1
+        args.rounds, args.failover = 1, 200
     return args
 
 
@@ -67,7 +139,14 @@ def main() -> None:
                     else postgres.new_database(admin, "bench")
                 )
                 figures[kind].append(anyio.run(throughput_and_latency, args, target))
-    out: dict[str, Any] = {"rounds": args.rounds, "n": args.n}
+        say(f"-- failover: kill -9 of the active engine with {args.failover} executions stored")
+        took = failover(admin, args.failover)
+        say(
+            f"  {took['failover_unfinished_at_kill']} unfinished at the kill; the standby was "
+            f"active after {took['failover_active_after_s']}s and had finished them all after "
+            f"{took['failover_finished_after_s']}s"
+        )
+    out: dict[str, Any] = {"rounds": args.rounds, "n": args.n, **took}
     for kind, runs in figures.items():
         for figure in ("executions_per_s", "call_remote_p50_ms", "call_remote_p99_ms"):
             out[f"{kind}_{figure}"] = round(statistics.median(r[figure] for r in runs), 3)

@@ -37,17 +37,22 @@ def _restart(env: dict[str, str], mode: str, db: str, directory: Path) -> Any:
     return json.loads(resumed.stdout.splitlines()[-1])
 
 
+def _spawn(mode: str, db: str, directory: Path, *args: str) -> subprocess.Popen[str]:
+    """The app in ``mode`` in a process of its own, its stdout piped."""
+    return subprocess.Popen(
+        [sys.executable, str(APP), mode, db, str(directory), *args],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        text=True,
+    )
+
+
 def test_engine_kill9_and_restart_loses_nothing_and_succeeds_nothing_twice(
     tmp_path: Path, store_target: str
 ) -> None:
     db = store_target
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    app = subprocess.Popen(
-        [sys.executable, str(APP), "start", db, str(tmp_path), "10"],
-        stdout=subprocess.PIPE,
-        env=env,
-        text=True,
-    )
+    app = _spawn("start", db, tmp_path, "10")
     assert app.stdout is not None
     ids = json.loads(app.stdout.readline())
     assert len(ids) == 20
@@ -158,3 +163,39 @@ def test_engine_kill9_right_after_a_once_firing_is_stored_keeps_its_count(
     assert report["executions"] == [execution_id]
     assert report["fired"] == 1
     assert [line[0] for line in _run_lines(tmp_path)] == [execution_id]  # it ran, once
+
+
+def test_a_standby_engine_finishes_the_work_of_an_active_one_killed_with_kill_9(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """Two engines on one PostgreSQL database: the standby waits while the active one runs,
+    and takes over the moment it is killed; every execution ends, none succeeds twice."""
+    active = _spawn("start", postgres_dsn, tmp_path, "10")
+    assert active.stdout is not None
+    ids = json.loads(active.stdout.readline())
+    standby = _spawn("resume", postgres_dsn, tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while len(_run_lines(tmp_path)) < 6:
+            assert time.monotonic() < deadline, "executions never started"
+            time.sleep(0.02)
+        assert standby.poll() is None
+        pids_before = {int(pid) for _, _, pid in _run_lines(tmp_path)}
+        active.send_signal(signal.SIGKILL)
+        active.wait(timeout=10)
+        out, _ = standby.communicate(timeout=90)
+    finally:
+        for process in (active, standby):
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+        active.stdout.close()
+    report = json.loads(out.splitlines()[-1])
+    assert sorted(report) == sorted(ids)  # none lost
+    for execution in report.values():
+        statuses = [status for status, _ in execution["log"]]
+        assert statuses.count("SUCCEEDED") <= 1, execution
+        if execution["function"] == "work":
+            assert execution["status"] == "SUCCEEDED", execution
+    pids_after = {int(pid) for _, _, pid in _run_lines(tmp_path)} - pids_before
+    assert pids_after, "the standby's replicas ran none of them"

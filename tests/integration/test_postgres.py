@@ -5,10 +5,9 @@ taken up again with nothing lost."""
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import socket
 import urllib.parse
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -89,83 +88,63 @@ def test_a_malformed_url_is_refused_naming_what_is_wrong() -> None:
         triggerfish.Engine("postgresql://app@127.0.0.1:notaport/jobs")
 
 
-async def test_engines_starting_at_once_migrate_once_and_one_of_them_runs(
+async def test_engines_starting_at_once_migrate_once_and_one_at_a_time_is_active(
     postgres_dsn: str,
 ) -> None:
-    stores = [PostgresStore(postgres_dsn) for _ in range(4)]
-    refused: list[str] = []
+    stores = [PostgresStore(postgres_dsn) for _ in range(3)]
+    active: list[PostgresStore] = []
 
     async def start(store: PostgresStore, tg: anyio.abc.TaskGroup) -> None:
-        try:
-            await store.start(tg)
-        except ConfigurationError as exc:
-            refused.append(str(exc))
+        await store.start(tg)
+        active.append(store)
 
     async with anyio.create_task_group() as tg:
-        async with anyio.create_task_group() as starting:
-            for store in stores:
-                starting.start_soon(start, store, tg)
         for store in stores:
-            await store.aclose()
+            tg.start_soon(start, store, tg)
+        for expected in (1, 2, 3):
+            with anyio.fail_after(20):
+                while len(active) < expected:
+                    await anyio.sleep(0.02)
+            await anyio.sleep(0.5)  # a standby would start in that time, if it could
+            assert len(active) == expected  # the others wait
+            await active[-1].aclose()  # the active one stops: one standby takes over
     connection = await asyncpg.connect(postgres_dsn)
     try:
         versions = await connection.fetch("SELECT version FROM triggerfish_schema")
+        engines = await connection.fetchval("SELECT count(*) FROM engines")
     finally:
         await connection.close()
     assert sorted(v[0] for v in versions) == list(range(1, len(versions) + 1))
-    assert len(refused) == 3
-    assert all("another engine runs on the database" in why for why in refused)
+    assert engines == 0  # each removed its row as it stopped
 
 
-async def test_a_second_engine_on_a_database_in_use_is_refused_and_the_first_carries_on(
-    postgres_dsn: str,
-) -> None:
-    first = triggerfish.Engine(postgres_dsn)
+async def test_a_standby_engine_takes_over_when_the_active_one_stops(postgres_dsn: str) -> None:
+    first = triggerfish.Engine(postgres_dsn, drain_timeout=0)
     first.function(fns.add)
-    async with first:
-        handle = first.handle(fns.add)
-        running = await handle.start(1, 1)
-        second = triggerfish.Engine(postgres_dsn)
-        second.function(fns.add)
-        with pytest.raises(ConfigurationError, match=rf"process {os.getpid()} on"):
-            async with second:
-                pass
-        assert await handle.await_result(running, timeout=20) == 2
-        assert await handle.call_remote(2, 2) == 4
-    again = triggerfish.Engine(postgres_dsn)  # the first left: its lease ended with it
-    again.function(fns.add)
-    async with again:
-        assert await again.handle(fns.add).call_remote(3, 3) == 6
+    first.function(fns.sleep_then, replicas=1, concurrency=1)
+    standby = triggerfish.Engine(postgres_dsn)
+    standby.function(fns.add)
+    standby.function(fns.sleep_then, replicas=1, concurrency=1)
+    taken_over = anyio.Event()
+    results: list[Any] = []
 
+    async def run_standby(queued: list[str]) -> None:
+        async with standby:
+            taken_over.set()
+            handle = standby.handle(fns.sleep_then)
+            results.extend([await handle.await_result(i, timeout=30) for i in queued])
 
-async def test_a_lapsed_lease_is_taken_over_and_a_live_one_elsewhere_is_not(
-    postgres_dsn: str,
-) -> None:
     async with anyio.create_task_group() as tg:
-        store = PostgresStore(postgres_dsn)
-        await store.start(tg)
-        await store.aclose()
-    connection = await asyncpg.connect(postgres_dsn)
-    now = "extract(epoch FROM clock_timestamp())"
-    try:
-        # An engine of another machine that stopped renewing 20 s ago, with a 10 s lease.
-        await connection.execute(
-            f"INSERT INTO engines VALUES ('eng-lapsed', 'elsewhere', 1, 0, {now} - 20, 10)"
-        )
-        engine = triggerfish.Engine(postgres_dsn)
-        engine.function(fns.add)
-        async with engine:
-            assert await engine.handle(fns.add).call_remote(1, 2) == 3
-        assert await connection.fetchval("SELECT count(*) FROM engines") == 0
-        # One that renewed a moment ago: its machine may well be running it.
-        await connection.execute(
-            f"INSERT INTO engines VALUES ('eng-live', 'elsewhere', 1, 0, {now}, 10)"
-        )
-        with pytest.raises(ConfigurationError, match=re.escape("eng-live (process 1 on elsewhere")):
-            async with triggerfish.Engine(postgres_dsn):
-                pass
-    finally:
-        await connection.close()
+        async with first:
+            handle = first.handle(fns.sleep_then)
+            queued = [await handle.start(0.05, i) for i in range(5)]
+            tg.start_soon(run_standby, queued)
+            await anyio.sleep(1.0)
+            assert not taken_over.is_set()  # a standby while the first one runs
+            assert await first.handle(fns.add).call_remote(1, 2) == 3
+        with anyio.fail_after(20):
+            await taken_over.wait()
+    assert results == list(range(5))  # what the first left unfinished, run by the second
 
 
 def test_a_lease_must_be_positive() -> None:

@@ -161,26 +161,42 @@ async def serve(
         async with anyio.create_task_group() as signals:
             # Receiving from before the engine starts until after it has drained: no signal
             # ever falls to Python's default handlers (a KeyboardInterrupt inside the drain).
-            await signals.start(_on_signals, server, engine, name="signals")
-            async with engine:
-                logger.info("daemon_listening", url=url, store=config.store_name)
-                if on_ready is not None:
-                    on_ready(url)
-                try:
-                    await server.serve(sockets=[sock])
-                except anyio.get_cancelled_exc_class():
-                    # Nothing of the daemon's cancels the server: the engine's task group
-                    # failed. Stop now (no drain), and never outlive it half alive.
-                    logger.critical("daemon_engine_failed", grace=FAILED_EXIT_GRACE)
-                    _exit_after(FAILED_EXIT_GRACE)
-                    engine.core.abandon_drain()
-                    raise
-                logger.info("daemon_draining", drain_timeout=config.drain_timeout)
+            # A standby's start waits for the active engine (see store/leases.py): a signal
+            # then stops the wait.
+            starting = anyio.CancelScope()
+            await signals.start(_on_signals, server, engine, starting, name="signals")
+            with starting:
+                await _serve_engine(engine, server, sock, config, url, on_ready)
             signals.cancel_scope.cancel()
     except Exception as exc:  # the engine's failure, as its task group raised it
         logger.critical("daemon_engine_failed", error=_first_error(exc), exc_info=exc)
         _exit_now(1)
     logger.info("daemon_stopped")
+
+
+async def _serve_engine(
+    engine: Engine,
+    server: _Server,
+    sock: socket.socket,
+    config: DaemonConfig,
+    url: str,
+    on_ready: Callable[[str], None] | None,
+) -> None:
+    """Run the engine and serve the API while it runs; the drain when serving ends."""
+    async with engine:
+        logger.info("daemon_listening", url=url, store=config.store_name)
+        if on_ready is not None:
+            on_ready(url)
+        try:
+            await server.serve(sockets=[sock])
+        except anyio.get_cancelled_exc_class():
+            # Nothing of the daemon's cancels the server: the engine's task group
+            # failed. Stop now (no drain), and never outlive it half alive.
+            logger.critical("daemon_engine_failed", grace=FAILED_EXIT_GRACE)
+            _exit_after(FAILED_EXIT_GRACE)
+            engine.core.abandon_drain()
+            raise
+        logger.info("daemon_draining", drain_timeout=config.drain_timeout)
 
 
 def _first_error(exc: BaseException) -> str:
@@ -206,7 +222,11 @@ def _exit_after(seconds: float) -> None:
 
 
 async def _on_signals(
-    server: uvicorn.Server, engine: Engine, *, task_status: TaskStatus[None]
+    server: uvicorn.Server,
+    engine: Engine,
+    starting: anyio.CancelScope,
+    *,
+    task_status: TaskStatus[None],
 ) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
         task_status.started()
@@ -217,6 +237,8 @@ async def _on_signals(
             if count == 1:
                 logger.info("daemon_signal", signal=name)
                 server.should_exit = True
+                if not engine.core.running:  # still starting (a standby): stop waiting
+                    starting.cancel()
             elif count == 2:
                 logger.warning("daemon_drain_abandoned", signal=name)
                 engine.core.abandon_drain()

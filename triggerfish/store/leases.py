@@ -1,24 +1,32 @@
-"""Engines on a PostgreSQL database, each with a heartbeat lease: the row an engine keeps in
-``engines`` while it runs, renewed every third of its lease, removed when it stops.
+"""Engines on a PostgreSQL database: which one is active, and its heartbeat lease.
 
-A row whose lease has lapsed, or whose process is gone from this very machine (an engine
-killed with kill -9 and started again at once), belongs to no running engine. Today one
-engine runs on a database at a time: another one that holds a live lease is refused at
-start, naming it, since recovery at start would put its running work back. Times are the
-server's (``clock_timestamp()``), so that engines on machines whose clocks disagree agree on
-what has lapsed.
+One engine at a time is active on a database: it holds a session advisory lock
+(``ACTIVE_LOCK``) on its writer's connection for as long as it runs. Another engine started on
+the same database is a standby: it waits for the lock on the server (no polling) and takes
+over, recovering what was left unfinished as at a restart, the moment the lock is free: at a
+stop, or when the active engine's connection ends (kill -9 closes it at once; a machine that
+is gone is noticed by TCP keepalives, within the lease). A writer that loses its connection
+takes the lock again on the new one; if another engine has it by then, this one was taken
+over from, and it writes nothing more (``reclaim``).
+
+The active engine keeps a row in ``engines``, renewed every third of its lease on the
+server's clock (``clock_timestamp()``) and removed when it stops: who is active, shown to a
+standby while it waits. Rows other than the active engine's are of engines that are gone.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigurationError
+import anyio
 
-__all__ = ["Member", "join", "leave", "renew"]
+from ..log import logger
+
+__all__ = ["ACTIVE_LOCK", "Member", "become_active", "keepalives", "leave", "reclaim", "renew"]
 
 #: The step of the schema that holds the engines' rows (see postgres.MIGRATIONS).
 SCHEMA = """
@@ -32,8 +40,8 @@ SCHEMA = """
     );
 """
 _NOW = "extract(epoch FROM clock_timestamp())"
-# Held while an engine joins: two engines starting at once see each other's row.
-_JOIN_LOCK = 0x7472_6967_6765_7272
+#: Held, for its whole run, by the active engine's writer connection.
+ACTIVE_LOCK = 0x7472_6967_6765_7261
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,39 +58,60 @@ class Member:
         return cls(member_id, socket.gethostname(), os.getpid(), lease)
 
 
-def _gone(host: str, pid: int) -> bool:
-    """Whether the process of a row is known not to run: it was on this machine, and no
-    process has its id now (a process of another machine cannot be seen from here)."""
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
+async def become_active(connection: Any, member: Member, where: str) -> None:
+    """Return once ``member`` is the active engine on the database (see the module's
+    docstring), registered; while another one is, wait for it, saying so in the log."""
+    if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", ACTIVE_LOCK):
+        holders = await connection.fetch(
+            f"SELECT id, host, pid, {_NOW} - renewed_at FROM engines WHERE id <> $1", member.id
+        )
+        logger.warning(
+            "store_standby",
+            server=where,
+            active=[
+                f"{i} (process {pid} on {host}, renewed {ago:.1f}s ago)"
+                for i, host, pid, ago in holders
+            ],
+        )
+        await connection.execute("SELECT pg_advisory_lock($1)", ACTIVE_LOCK)
+        logger.warning("store_active", server=where, engine=member.id)
+    await connection.execute("DELETE FROM engines WHERE id <> $1", member.id)  # all gone
+    await renew(connection, member)
+
+
+async def reclaim(connection: Any, lost_backend: int | None) -> bool:
+    """On a writer's new connection: take the active lock again; False if another engine
+    holds it (this one was taken over from). The lost connection's own server process may
+    hold it still, until the server notices that its client is gone: it is ended, and the
+    lock taken once it is free."""
+    for _ in range(40):  # the server frees it within milliseconds of ending its holder
+        if await connection.fetchval("SELECT pg_try_advisory_lock($1)", ACTIVE_LOCK):
+            return True
+        holder = await connection.fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = $1 AND objid = $2 AND objsubid = 1",
+            ACTIVE_LOCK >> 32,
+            ACTIVE_LOCK & 0xFFFF_FFFF,
+        )
+        if holder is None:
+            continue  # freed between the two statements
+        if holder != lost_backend:
+            return False
+        await connection.execute("SELECT pg_terminate_backend($1)", holder)
+        await anyio.sleep(0.05)
     return False
 
 
-async def join(connection: Any, member: Member, where: str) -> None:
-    """Register ``member``, in a transaction of its own; ConfigurationError if another
-    engine holds a live lease on the database (``where`` names it in the message). Rows of
-    engines that are gone are removed."""
-    async with connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock($1)", _JOIN_LOCK)
-        rows = await connection.fetch(
-            f"SELECT id, host, pid, renewed_at + lease - {_NOW} FROM engines WHERE id <> $1",
-            member.id,
-        )
-        for other_id, host, pid, left in rows:
-            if left > 0 and not _gone(host, pid):
-                raise ConfigurationError(
-                    f"another engine runs on the database at {where}: {other_id} (process "
-                    f"{pid} on {host}, its lease ends in {left:.1f}s unless renewed); "
-                    "several engines on one database are not supported yet"
-                )
-        await connection.execute("DELETE FROM engines WHERE id <> $1", member.id)
-        await renew(connection, member)
+def keepalives(lease: float) -> dict[str, str]:
+    """Server settings for the active engine's connection: the server drops it (and frees
+    the lock) within about ``lease`` seconds of its machine going silent."""
+    idle = max(1, math.ceil(lease / 2))
+    count = max(1, math.ceil(lease / 4))
+    return {
+        "tcp_keepalives_idle": str(idle),
+        "tcp_keepalives_interval": "1",
+        "tcp_keepalives_count": str(count),
+    }
 
 
 async def renew(connection: Any, member: Member) -> None:

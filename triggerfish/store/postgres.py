@@ -6,6 +6,9 @@ commit's executions travels as one array, unpacked by ``unnest`` on the server (
 not one per row). The writer keeps a connection of its own; reads and the rare direct writes
 (packages, service versions) take one from a small pool, so a read never waits behind a commit.
 
+One engine at a time is active on a database; others started on it wait as standbys and take
+over when it stops or dies (store/leases.py).
+
 The schema is versioned in ``triggerfish_schema``; migrations run in one transaction under an
 advisory lock, so engines starting at once apply each step once. A database whose schema is
 newer than this triggerfish knows is refused, with both versions.
@@ -253,7 +256,9 @@ class _Direct:
 
 class PostgresStore(SqlStore):
     """Executions in a PostgreSQL database named by ``dsn``
-    (``postgresql://user:password@host:port/database``)."""
+    (``postgresql://user:password@host:port/database``). ``start`` returns once this engine
+    is the active one on the database (a standby waits there); ``lease`` bounds how long a
+    silent machine keeps that role, and is renewed every third of it."""
 
     #: Seconds between attempts to reach a server that went away, doubling up to the last.
     reconnect_delays = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -273,6 +278,8 @@ class PostgresStore(SqlStore):
         self._pool: asyncpg.Pool[Any] | None = None
         self._writer: asyncpg.Connection[Any] | None = None
         self._unreachable_since: float | None = None  # when the writer lost the server
+        self._fenced = False  # another engine became active while this one was cut off
+        self._writer_backend: int | None = None  # the server process of the writer's connection
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.server!r})"
@@ -281,9 +288,18 @@ class PostgresStore(SqlStore):
 
     async def _connect(self) -> asyncpg.Connection[Any]:
         try:
-            return await asyncpg.connect(self.dsn)
+            return await self._connect_writer()
         except Exception as exc:
             raise self._unavailable(exc) from None
+
+    async def _connect_writer(self) -> asyncpg.Connection[Any]:
+        return await asyncpg.connect(self.dsn, server_settings=leases.keepalives(self.member.lease))
+
+    def _taken_over(self) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"another engine became active on PostgreSQL at {self.server} while this one "
+            "was cut off from it: this engine writes nothing more there"
+        )
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
         why = str(exc) or type(exc).__name__
@@ -297,13 +313,14 @@ class PostgresStore(SqlStore):
         writer = await self._connect()
         try:
             await self._migrate(writer)
-            await leases.join(writer, self.member, self.server)
+            await leases.become_active(writer, self.member, self.server)
             pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self._pool_size)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await writer.close()
             raise
         self._writer, self._pool = writer, pool
+        self._writer_backend = writer.get_server_pid()
 
     async def _migrate(self, connection: asyncpg.Connection[Any]) -> None:
         async with connection.transaction():
@@ -371,10 +388,20 @@ class PostgresStore(SqlStore):
         commits waiting fail in turn, quickly, and their creators hear of it."""
         delays = iter(self.reconnect_delays)
         while True:
+            if self._fenced:
+                raise self._taken_over()
             try:
                 if self._writer is None or self._writer.is_closed():
-                    self._writer = await asyncpg.connect(self.dsn)
+                    writer = await self._connect_writer()
+                    if not await leases.reclaim(writer, self._writer_backend):
+                        self._fenced = True
+                        await writer.close()
+                        logger.error("store_taken_over", server=self.server)
+                        raise self._taken_over()
+                    self._writer, self._writer_backend = writer, writer.get_server_pid()
                 result = await work(self._writer)
+            except StoreUnavailableError:
+                raise
             except _CONNECTION_ERRORS as exc:
                 if self._writer is not None and not self._writer.is_closed():
                     self._writer.terminate()
