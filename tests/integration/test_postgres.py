@@ -272,6 +272,10 @@ async def test_starts_during_a_short_outage_wait_for_the_server_and_none_is_lost
             begun = anyio.current_time()
             during = [await handle.start(i, 2) for i in range(20)]  # wait for the server
             waited = anyio.current_time() - begun
+            await outage.cut()  # and a read waits for the server too
+            tg.start_soon(_mend_after, outage, 1.0)
+            read = await handle.get(before[0])
+            assert read.status is ExecutionStatus.SUCCEEDED
             results = [await handle.await_result(i, timeout=30) for i in before + during]
         tg.cancel_scope.cancel()
     assert waited >= 1.0  # start() returned only once its execution was stored
@@ -310,3 +314,21 @@ async def test_a_start_while_the_server_stays_away_raises_rather_than_claims_suc
             outage.mend()
             assert await handle.call_remote(2, 2) == 4  # and it carries on once it is back
         tg.cancel_scope.cancel()
+
+
+async def test_the_engine_is_named_by_its_row_and_its_executions_say_it_ran_them(
+    postgres_dsn: str,
+) -> None:
+    engine = triggerfish.Engine(postgres_dsn)
+    engine.function(fns.add)
+    async with engine:
+        handle = engine.handle(fns.add)
+        execution_id = await handle.start(1, 2)
+        await handle.await_result(execution_id, timeout=20)
+        execution = await handle.get(execution_id)
+        connection = await asyncpg.connect(postgres_dsn)
+        try:
+            (row,) = await connection.fetch("SELECT id FROM engines")
+        finally:
+            await connection.close()
+    assert execution.engine_id == engine.engine_id == row[0]

@@ -65,7 +65,10 @@ def _codebase_dir(store: Store, given: str | Path | None) -> Path | None:
 
 def _engine_id(store: Store) -> str:
     """Stable across restarts on the same sqlite file (it names the engine's containers, so a
-    new run finds those an earlier one left); a store in memory gets a new one each time."""
+    new run finds those an earlier one left); on PostgreSQL, the id of its row in ``engines``;
+    a store in memory gets a new one each time."""
+    if store.engine_id is not None:
+        return store.engine_id
     if isinstance(store, SqliteStore) and store.path != ":memory:":
         return hashlib.sha256(str(Path(store.path).absolute()).encode()).hexdigest()[:12]
     return secrets.token_hex(6)

@@ -67,6 +67,10 @@ class Store(ABC):
       never get the same number.
     """
 
+    #: The id the store gives the engine on it, where the store names its engines itself (a
+    #: shared database's row of the active engine); None: the engine chooses one.
+    engine_id: str | None = None
+
     @abstractmethod
     async def start(self, task_group: TaskGroup, listener: CommitListener | None = None) -> None:
         """Open the store and start its writer in ``task_group``; ``listener`` hears of commits."""

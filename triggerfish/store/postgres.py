@@ -22,7 +22,7 @@ import secrets
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -270,8 +270,10 @@ class PostgresStore(SqlStore):
         if not lease > 0:
             raise ConfigurationError(f"lease must be a positive number of seconds, not {lease!r}")
         self.dsn = dsn
-        # This engine's row in ``engines`` while it runs (see leases.py).
-        self.member = leases.Member.here(f"eng-{secrets.token_hex(6)}", lease)
+        # This engine's row in ``engines`` while it runs (see leases.py); its id is the
+        # engine's (Execution.engine_id).
+        self.member = leases.Member.here(secrets.token_hex(6), lease)
+        self.engine_id = self.member.id
         self._renewing: anyio.CancelScope | None = None
         self.server = describe_dsn(dsn)  # for messages: no password
         self._pool_size = pool_size
@@ -406,11 +408,10 @@ class PostgresStore(SqlStore):
                 if self._writer is not None and not self._writer.is_closed():
                     self._writer.terminate()
                 self._writer = None
-                now = anyio.current_time()
                 if self._unreachable_since is None:
-                    self._unreachable_since = now
-                delay = next(delays, self.reconnect_delays[-1])
-                if now + delay > self._unreachable_since + self.reconnect_for:
+                    self._unreachable_since = anyio.current_time()
+                delay = self._next_delay(delays, self._unreachable_since)
+                if delay is None:
                     raise self._unavailable(exc) from exc
                 logger.warning(
                     "store_reconnecting", server=self.server, error=str(exc), delay=delay
@@ -425,11 +426,28 @@ class PostgresStore(SqlStore):
     async def _write(self, batch: Batch) -> set[str]:
         return await self._with_writer(lambda connection: _write_batch(connection, batch))
 
+    def _next_delay(self, delays: Iterator[float], since: float) -> float | None:
+        """How long to wait before trying the server again, out of reach ``since``; None
+        once that would be past ``reconnect_for``."""
+        delay = next(delays, self.reconnect_delays[-1])
+        if anyio.current_time() + delay > since + self.reconnect_for:
+            return None
+        return delay
+
     async def _read(self, sql: str, *params: Any) -> list[Sequence[Any]]:
-        try:
-            return list(await self._reads.fetch(_numbered(sql), *params))
-        except _CONNECTION_ERRORS as exc:
-            raise self._unavailable(exc) from exc
+        """Every row ``sql`` selects; a connection lost is tried again with backoff, as the
+        writer's is (a read changes nothing, so it can always be read again)."""
+        delays = iter(self.reconnect_delays)
+        since: float | None = None
+        while True:
+            try:
+                return list(await self._reads.fetch(_numbered(sql), *params))
+            except _CONNECTION_ERRORS as exc:
+                since = anyio.current_time() if since is None else since
+                delay = self._next_delay(delays, since)
+                if delay is None:
+                    raise self._unavailable(exc) from exc
+                await anyio.sleep(delay)
 
     @contextlib.asynccontextmanager
     async def _direct(self) -> AsyncIterator[Direct]:
