@@ -50,7 +50,13 @@ async def test_an_engine_given_a_postgresql_url_keeps_its_executions_there(
         handle = engine.handle(fns.add)
         results = [r async for r in handle.starmap((i, i) for i in range(20))]
         (execution_id, *_) = (await handle.list()).execution_ids
+        connection = await asyncpg.connect(postgres_dsn)
+        try:  # the engine is named by its row, and its executions say it ran them
+            (row,) = await connection.fetch("SELECT id FROM engines")
+        finally:
+            await connection.close()
     assert results == [2 * i for i in range(20)]
+    assert row[0] == engine.engine_id
     assert isinstance(engine._core.store, PostgresStore)
     restarted = triggerfish.Engine(postgres_dsn)
     restarted.function(fns.add)
@@ -59,6 +65,7 @@ async def test_an_engine_given_a_postgresql_url_keeps_its_executions_there(
         stored = await handle.get(execution_id)
         counts = await handle.statistics()
     assert stored.status is ExecutionStatus.SUCCEEDED and stored.result == 38
+    assert stored.engine_id == engine.engine_id != restarted.engine_id
     assert counts[ExecutionStatus.SUCCEEDED] == 20
 
 
@@ -314,21 +321,3 @@ async def test_a_start_while_the_server_stays_away_raises_rather_than_claims_suc
             outage.mend()
             assert await handle.call_remote(2, 2) == 4  # and it carries on once it is back
         tg.cancel_scope.cancel()
-
-
-async def test_the_engine_is_named_by_its_row_and_its_executions_say_it_ran_them(
-    postgres_dsn: str,
-) -> None:
-    engine = triggerfish.Engine(postgres_dsn)
-    engine.function(fns.add)
-    async with engine:
-        handle = engine.handle(fns.add)
-        execution_id = await handle.start(1, 2)
-        await handle.await_result(execution_id, timeout=20)
-        execution = await handle.get(execution_id)
-        connection = await asyncpg.connect(postgres_dsn)
-        try:
-            (row,) = await connection.fetch("SELECT id FROM engines")
-        finally:
-            await connection.close()
-    assert execution.engine_id == engine.engine_id == row[0]
