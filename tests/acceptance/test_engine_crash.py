@@ -128,7 +128,7 @@ def test_engine_kill9_with_cron_firings_run_but_not_stored(
     stored = {f["id"] for f in firings}
     unstored = [execution_id for execution_id in ran if execution_id not in stored]
     assert len(unstored) >= 2  # they ran, and the kill took their records
-    assert all(f["status"] == "SUCCEEDED" for f in firings)
+    assert all(f["status"] == "SUCCEEDED" for f in firings), firings
     scheduled = [datetime.fromisoformat(f["scheduled"]) for f in firings]
     assert len(scheduled) == len(set(scheduled))  # no time stored twice
     restarted_at = datetime.fromtimestamp(report["restarted_at"], UTC)
