@@ -138,7 +138,8 @@ class Execution(_Frozen):
     chain of triggers behind it (what loop protection reads). For a function of a deployed
     service, ``function`` is the name pinned to the package revision that ran it
     (``resizer.resize@2``) and ``revision`` is that revision (None for other functions).
-    ``engine_id`` names the engine that ran its latest attempt (None before the first).
+    ``engine_id`` names the engine that owns it: the one that made it, took it over from an
+    engine that is gone, or ran it again; the one that ran its latest attempt.
     """
 
     id: str
@@ -389,7 +390,7 @@ class ExecutionRecord:
     trigger_id: str | None = None
     event: dict[str, Any] | None = None
     lineage: tuple[str, ...] = ()
-    engine_id: str | None = None  # the engine that ran its latest attempt
+    engine_id: str | None = None  # the engine that owns it (made, adopted or ran it)
 
     @property
     def terminated(self) -> bool:

@@ -23,8 +23,10 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 import anyio
+import anyio.abc
 from anyio.abc import TaskGroup
 
+from ..errors import StoreUnavailableError
 from ..log import logger
 from ..models import (
     ExecutionQuery,
@@ -80,6 +82,7 @@ class EngineCore:
         self.drain_timeout = drain_timeout
         self.hub = EventHub()
         self.lifecycle = Lifecycle(store, self.hub, self.engine_id)
+        store.finished_elsewhere = self.lifecycle.finished_elsewhere
         given = {"process": runtime or ProcessRuntime(), **(runtimes or {})}
         self.registry = Registry(self.lifecycle, self.engine_id, given)
         self.timeouts = Timeouts(self.lifecycle, kill_grace)
@@ -92,6 +95,7 @@ class EngineCore:
         self._start_hooks: list[Hook] = []
         self._stop_hooks: list[Hook] = []
         self._abandon: anyio.CancelScope | None = None  # made at start: it needs a loop
+        self._adopting: anyio.CancelScope | None = None  # the adoption task's, while it runs
         self.running = False
 
     # -- what is registered --------------------------------------------------------------
@@ -150,10 +154,26 @@ class EngineCore:
         await self.registry.start(task_group, self._reports)
         stored = await self.triggering.start(task_group)
         await self.lifecycle.recover()
+        self._adopting = anyio.CancelScope()
+        await task_group.start(self._adopt, self._adopting, name="engine-adoption")
         self.running = self.lifecycle.accepting = True
         collector.engine_started()
         self.triggering.arm_cron(stored)
         logger.info("engine_started", services=sorted(self.registry.services))
+
+    async def _adopt(
+        self, scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        """Take over the work of engines on the same store that are gone, as the store
+        finds them (``Store.lapsed``); a store out of reach is tried at the next."""
+        with scope:
+            task_status.started()
+            while True:
+                await self.store.lapsed()
+                try:
+                    await self.lifecycle.recover()
+                except StoreUnavailableError as exc:
+                    logger.warning("engine_adoption_failed", error=str(exc))
 
     def abandon_drain(self) -> None:
         """Stop waiting for running executions (now, or when ``stop`` gets there): they are
@@ -167,6 +187,8 @@ class EngineCore:
         if not self.running:
             return
         self.running = False
+        if self._adopting is not None:
+            self._adopting.cancel()
         collector.engine_stopped()
         self.lifecycle.accepting = False
         self.triggering.stop()

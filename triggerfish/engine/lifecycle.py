@@ -41,8 +41,6 @@ from ..errors import (
 from ..log import debug_enabled, logger
 from ..models import (
     TERMINAL_STATUSES,
-    UNFINISHED_STATUSES,
-    ExecutionQuery,
     ExecutionRecord,
     ExecutionStatus,
     FunctionSpec,
@@ -238,6 +236,8 @@ class Lifecycle:
         self.live: dict[str, Live] = {}
         self.placed: dict[str, Live] = {}  # on a replica now
         self._watched: dict[str, Live] = {}  # with a waiter, until it is settled
+        # Set when another engine on a shared store finished it (or this one took it over).
+        self._elsewhere: dict[str, anyio.Event] = {}
         self._stop_hearing: Callable[[], None] | None = None  # the waiters' listener
         self.accepting = False  # new executions are refused while the engine is not running
         self._killed_replicas: set[str] = set()
@@ -293,6 +293,7 @@ class Lifecycle:
                 created_at=now,
                 parent_id=parent_id,
                 lineage=lineage,
+                engine_id=self.engine_id,
             )
             record.status_log.append((now, PENDING, None, ""))
             live = self.live[record.id] = Live(record)
@@ -319,8 +320,9 @@ class Lifecycle:
 
     def adopt_all(self, records: Sequence[ExecutionRecord], *, born: bool) -> None:
         """``adopt`` for each."""
-        live = self.live
+        live, engine_id = self.live, self.engine_id
         for record in records:
+            record.engine_id = engine_id  # its owner (see Store): whose writes change its row
             live[record.id] = Live(record, born=born)
         if self.hub.wants(ExecutionCreated):
             for record in records:
@@ -407,11 +409,43 @@ class Lifecycle:
                 if stored.terminated:
                     return stored
                 live = self.live.get(execution_id)
-                if live is None:  # unfinished in the store but not here: nobody runs it
+                if live is None:  # unfinished in the store but not here
                     self.check_open()
-                    raise EngineClosedError(f"execution {execution_id} is not run by this engine")
+                    if not self.store.shared:  # nobody runs it
+                        raise EngineClosedError(
+                            f"execution {execution_id} is not run by this engine"
+                        )
+                    return await self._wait_elsewhere(execution_id)
             self.check_open()
             return await self.wait_for(self.watch(live))
+
+    async def _wait_elsewhere(self, execution_id: str) -> ExecutionRecord:
+        """The record once another engine on the store finished it (``finished_elsewhere``
+        tells of it), or, if this engine took it over meanwhile, once it finished here."""
+        while True:
+            told = self._elsewhere.get(execution_id)
+            if told is None:
+                told = self._elsewhere[execution_id] = anyio.Event()
+            stored = await self.store.get(execution_id)  # read once a notice would be heard
+            if stored is None:
+                raise ExecutionNotFoundError(f"no execution has the id {execution_id!r}")
+            if stored.terminated:
+                return stored
+            live = self.live.get(execution_id)
+            if live is not None:
+                return await self.wait_for(self.watch(live))
+            self.check_open()
+            await told.wait()
+
+    def finished_elsewhere(self, execution_ids: Sequence[str] | None) -> None:
+        """The store's word that other engines finished these executions (None: any)."""
+        if execution_ids is None:
+            told, self._elsewhere = list(self._elsewhere.values()), {}
+        else:
+            pop = self._elsewhere.pop
+            told = [e for i in execution_ids if (e := pop(i, None)) is not None]
+        for event in told:
+            event.set()
 
     @staticmethod
     async def wait_for(waiter: Waiter) -> ExecutionRecord:
@@ -695,6 +729,7 @@ class Lifecycle:
             if record.id in self.live or record.status not in (FAILED, TIMED_OUT):
                 continue
             live = self.live[record.id] = Live(record)
+            record.engine_id = self.engine_id
             own = self.dispatch.spec_for(record.function) or spec
             record.max_attempts = record.attempts + own.max_attempts
             record.error = None
@@ -709,12 +744,16 @@ class Lifecycle:
     # -- starting and stopping ------------------------------------------------------------
 
     async def recover(self) -> None:
-        """Take back what an earlier run of the engine left unfinished."""
+        """Take back what an earlier run of the engine left unfinished, or what an engine on
+        the same store that is gone left (``Store.take_unfinished``): the engine that ran
+        them stopped, so RUNNING ones lose that attempt, as at a restart."""
         now = time.time()
-        for record in await self.store.find(ExecutionQuery(statuses=UNFINISHED_STATUSES)):
+        for record in await self.store.take_unfinished():
             if record.id in self.live:
                 continue
+            record.engine_id = self.engine_id
             live = self.live[record.id] = Live(record)
+            self.finished_elsewhere((record.id,))  # its waiters here wait for it here now
             if record.status is RUNNING:
                 failure = EngineStoppedError(
                     f"the engine stopped while attempt {record.attempts} ran"
@@ -757,6 +796,7 @@ class Lifecycle:
         self.live.clear()
         self._watched.clear()
         self._hear_no_more()
+        self.finished_elsewhere(None)
 
     def _hear_no_more(self) -> None:
         if self._stop_hearing is not None and not self._watched:

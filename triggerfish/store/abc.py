@@ -1,6 +1,7 @@
 """The Store contract: where executions are kept durably.
 
-One engine owns one store. Writes go through a single writer that commits in groups: every
+One engine writes a store's executions, or, on a shared one (PostgreSQL), each of several
+engines writes those it owns. Writes go through a single writer that commits in groups: every
 ``save`` of the same execution before the next commit collapses into one row write, and whatever
 queued while a commit was running goes into the next one. Readers may see a state a few
 milliseconds older than the engine's live one, never a newer one.
@@ -11,9 +12,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
+import anyio
 from anyio.abc import TaskGroup
 
 from ..models import (
+    UNFINISHED_STATUSES,
     Deployment,
     ExecutionQuery,
     ExecutionRecord,
@@ -70,6 +73,12 @@ class Store(ABC):
     #: The id the store gives the engine on it, where the store names its engines itself (a
     #: shared database's row of the active engine); None: the engine chooses one.
     engine_id: str | None = None
+    #: Whether other engines write this store too (a waiter may wait for another's work).
+    shared: bool = False
+    #: On a shared store, told the ids of the executions that other engines finished, once
+    #: committed; None: some may have gone unheard (the store was cut off), look at all
+    #: again. The engine sets it before ``start``.
+    finished_elsewhere: Callable[[Sequence[str] | None], None] | None = None
 
     @abstractmethod
     async def start(self, task_group: TaskGroup, listener: CommitListener | None = None) -> None:
@@ -184,6 +193,20 @@ class Store(ABC):
     @abstractmethod
     async def inactive_services(self) -> set[str]:
         """The names of the deployed services that are paused."""
+
+    # -- several engines on one store -----------------------------------------------------
+
+    async def take_unfinished(self) -> list[ExecutionRecord]:
+        """The unfinished executions that no running engine owns (all of them, where one
+        engine owns the store: what its last run left), oldest first; from now on this
+        engine's. A store shared by engines makes them this engine's in the store first, in
+        one transaction, so that two engines never take the same one."""
+        return await self.find(ExecutionQuery(statuses=UNFINISHED_STATUSES))
+
+    async def lapsed(self) -> None:
+        """Return when another engine on the store may have left work behind (its lease
+        lapsed): ``take_unfinished`` takes it. A store of one engine never returns."""
+        await anyio.sleep_forever()
 
     @abstractmethod
     async def count_by_status(self, query: ExecutionQuery = ALL) -> dict[ExecutionStatus, int]:

@@ -11,7 +11,16 @@ over from, and it writes nothing more (``reclaim``).
 
 The active engine keeps a row in ``engines``, renewed every third of its lease on the
 server's clock (``clock_timestamp()``) and removed when it stops: who is active, shown to a
-standby while it waits. Rows other than the active engine's are of engines that are gone.
+standby while it waits.
+
+Each engine also holds a lock of its own (``lock_key`` in its row, from a sequence), for as
+long as its writer's connection lives: what tells a running engine from a gone one, on the
+server, without trusting any clock. The unfinished executions of an engine whose lock is free,
+or that has no row, are adopted by the next engine that looks (``ADOPT``): in one transaction
+it takes each gone engine's lock for itself, removes its row and makes its executions its
+own. A gone engine that comes back finds its row gone, and writes nothing more (``reclaim``,
+``renew``). Every execution row names its owner (``engine_id``) from its creation, and a
+row's owner is the only engine whose writes change it while it is unfinished.
 """
 
 from __future__ import annotations
@@ -26,7 +35,18 @@ import anyio
 
 from ..log import logger
 
-__all__ = ["ACTIVE_LOCK", "Member", "become_active", "keepalives", "leave", "reclaim", "renew"]
+__all__ = [
+    "ACTIVE_LOCK",
+    "ADOPT",
+    "LAPSED",
+    "Member",
+    "adopt_gone",
+    "become_active",
+    "keepalives",
+    "leave",
+    "reclaim",
+    "renew",
+]
 
 #: The step of the schema that holds the engines' rows (see postgres.MIGRATIONS).
 SCHEMA = """
@@ -39,9 +59,33 @@ SCHEMA = """
         lease DOUBLE PRECISION NOT NULL
     );
 """
+#: The step that gives each engine a lock of its own (see the module's docstring).
+SCHEMA_OWNERS = """
+    ALTER TABLE engines ADD COLUMN lock_key BIGINT;
+    CREATE SEQUENCE engine_locks;
+    CREATE INDEX executions_unfinished ON executions (engine_id)
+        WHERE status IN ('PENDING', 'RUNNING', 'CANCELLING');
+"""
 _NOW = "extract(epoch FROM clock_timestamp())"
 #: Held, for its whole run, by the active engine's writer connection.
 ACTIVE_LOCK = 0x7472_6967_6765_7261
+#: The engines' own locks are this plus a number of the sequence ``engine_locks``: as a lock
+#: of one 64-bit key, shown in pg_locks as classid (its high half) and objid (its low half).
+_OWN_LOCKS = 0x7472_6967_0000_0000
+_HELD = (
+    "SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    f"AND l.classid::int8 = {_OWN_LOCKS >> 32} AND l.objid::int8 = e.lock_key - {_OWN_LOCKS} "
+    "AND l.objsubid = 1"
+)
+#: Whether any engine but $1 is gone: its lock is free (its work waits to be adopted).
+LAPSED = f"SELECT EXISTS (SELECT 1 FROM engines e WHERE e.id <> $1 AND NOT EXISTS ({_HELD}))"
+#: The unfinished executions no running engine owns, made $1's (the rest of its parameters:
+#: the unfinished statuses). Run after ``adopt_gone``, in its transaction.
+ADOPT = (
+    "UPDATE executions SET engine_id = $1 WHERE status = ANY($2::text[]) AND "
+    "(engine_id IS NULL OR engine_id NOT IN (SELECT id FROM engines))"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +102,10 @@ class Member:
         return cls(member_id, socket.gethostname(), os.getpid(), lease)
 
 
-async def become_active(connection: Any, member: Member, where: str) -> None:
+async def become_active(connection: Any, member: Member, where: str) -> int:
     """Return once ``member`` is the active engine on the database (see the module's
-    docstring), registered; while another one is, wait for it, saying so in the log."""
+    docstring), registered, with the key of its own lock; while another one is, wait for it,
+    saying so in the log."""
     if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", ACTIVE_LOCK):
         holders = await connection.fetch(
             f"SELECT id, host, pid, {_NOW} - renewed_at FROM engines WHERE id <> $1", member.id
@@ -75,23 +120,61 @@ async def become_active(connection: Any, member: Member, where: str) -> None:
         )
         await connection.execute("SELECT pg_advisory_lock($1)", ACTIVE_LOCK)
         logger.warning("store_active", server=where, engine=member.id)
-    await connection.execute("DELETE FROM engines WHERE id <> $1", member.id)  # all gone
-    await renew(connection, member)
+    return await join(connection, member)
 
 
-async def reclaim(connection: Any, lost_backend: int | None) -> bool:
-    """On a writer's new connection: take the active lock again; False if another engine
-    holds it (this one was taken over from). The lost connection's own server process may
-    hold it still, until the server notices that its client is gone: it is ended, and the
-    lock taken once it is free."""
+async def join(connection: Any, member: Member) -> int:
+    """Register ``member`` and take its own lock on ``connection``; the lock's key."""
+    key = _OWN_LOCKS + int(await connection.fetchval("SELECT nextval('engine_locks')"))
+    await connection.execute("SELECT pg_advisory_lock($1)", key)
+    await connection.execute(
+        "INSERT INTO engines (id, host, pid, started_at, renewed_at, lease, lock_key) "
+        f"VALUES ($1, $2, $3, {_NOW}, {_NOW}, $4, $5)",
+        member.id,
+        member.host,
+        member.pid,
+        member.lease,
+        key,
+    )
+    return key
+
+
+async def adopt_gone(connection: Any, member: Member) -> list[str]:
+    """In a transaction on ``connection``: the engines other than ``member`` that are gone
+    (their lock free), each one's lock taken until the transaction ends and its row removed,
+    so that it cannot come back while its executions are adopted (see ``ADOPT``)."""
+    gone = []
+    for engine_id, key in await connection.fetch(
+        "SELECT id, lock_key FROM engines WHERE id <> $1", member.id
+    ):
+        if key is None or await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", key):
+            gone.append(engine_id)
+    if gone:
+        await connection.execute("DELETE FROM engines WHERE id = ANY($1::text[])", gone)
+    return gone
+
+
+async def reclaim(connection: Any, lost_backend: int | None, member: Member, key: int) -> bool:
+    """On a writer's new connection: take the active lock and the engine's own lock again;
+    False if this engine was taken over from (another holds the active lock, or its row was
+    removed by an engine that adopted its work). The lost connection's own server process may
+    hold the locks still, until the server notices that its client is gone: it is ended, and
+    the locks taken once they are free."""
+    for lock in (ACTIVE_LOCK, key):
+        if not await _take_again(connection, lost_backend, lock):
+            return False
+    return bool(await connection.fetchval("SELECT 1 FROM engines WHERE id = $1", member.id))
+
+
+async def _take_again(connection: Any, lost_backend: int | None, lock: int) -> bool:
     for _ in range(40):  # the server frees it within milliseconds of ending its holder
-        if await connection.fetchval("SELECT pg_try_advisory_lock($1)", ACTIVE_LOCK):
+        if await connection.fetchval("SELECT pg_try_advisory_lock($1)", lock):
             return True
         holder = await connection.fetchval(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND classid = $1 AND objid = $2 AND objsubid = 1",
-            ACTIVE_LOCK >> 32,
-            ACTIVE_LOCK & 0xFFFF_FFFF,
+            "AND classid::int8 = $1 AND objid::int8 = $2 AND objsubid = 1",
+            lock >> 32,
+            lock & 0xFFFF_FFFF,
         )
         if holder is None:
             continue  # freed between the two statements
@@ -114,17 +197,12 @@ def keepalives(lease: float) -> dict[str, str]:
     }
 
 
-async def renew(connection: Any, member: Member) -> None:
-    """Renew ``member``'s lease (its row is made again if it went)."""
-    await connection.execute(
-        "INSERT INTO engines (id, host, pid, started_at, renewed_at, lease) "
-        f"VALUES ($1, $2, $3, {_NOW}, {_NOW}, $4) ON CONFLICT (id) DO UPDATE SET "
-        "renewed_at = excluded.renewed_at",
-        member.id,
-        member.host,
-        member.pid,
-        member.lease,
+async def renew(connection: Any, member: Member) -> bool:
+    """Renew ``member``'s lease; False if its row is gone (another engine adopted its work)."""
+    renewed = await connection.fetchval(
+        f"UPDATE engines SET renewed_at = {_NOW} WHERE id = $1 RETURNING 1", member.id
     )
+    return renewed is not None
 
 
 async def leave(connection: Any, member: Member) -> None:

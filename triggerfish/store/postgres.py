@@ -31,6 +31,7 @@ from anyio.abc import TaskGroup
 
 from ..errors import ConfigurationError, EngineClosedError, StoreUnavailableError
 from ..log import logger
+from ..models import TERMINAL_STATUSES, UNFINISHED_STATUSES, ExecutionRecord
 from . import leases
 from ._writer import Batch
 from .abc import CommitListener
@@ -38,6 +39,7 @@ from .dsn import describe_dsn
 from .rows import (
     CHANGING,
     COLUMNS,
+    execution_from,
 )
 from .sql import Direct, SqlStore
 
@@ -122,6 +124,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     leases.SCHEMA,
+    leases.SCHEMA_OWNERS,
 )
 
 # Held (for the transaction) by whoever migrates: a second engine starting at once waits, then
@@ -141,6 +144,10 @@ _UPSERT = (
     + ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(_TYPES, start=1))
     + ") ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{column} = excluded.{column}" for column in CHANGING)
+    # An unfinished row changes only by its owner's writes (store/leases.py); a final one may
+    # be run again by any engine (a rerun makes it that engine's).
+    + " WHERE executions.engine_id IS NOT DISTINCT FROM excluded.engine_id OR executions.status"
+    + f" IN ({', '.join(repr(s.value) for s in sorted(TERMINAL_STATUSES))})"
 )
 _INSERT_FIRES = (
     "INSERT INTO fires (trigger_id, key, execution_id, fired_at) "
@@ -168,6 +175,12 @@ _TRIGGER_STATES = (
     "AS v(s, stats, cursor, n, id) WHERE triggers.id = v.id"
 )
 
+#: The channel on which each commit tells the executions it finished (``finished_notices``).
+FINISHED = "triggerfish_finished"
+_NOTIFY = f"SELECT pg_notify('{FINISHED}', notice) FROM unnest($1::text[]) AS notice"
+_NOTICE_BYTES = 7900  # a notification's payload is below 8000 bytes
+_FINAL = frozenset(status.value for status in TERMINAL_STATUSES)
+
 #: What a lost or refused connection raises: retried by reconnecting, never a bad row.
 _CONNECTION_ERRORS = (
     OSError,
@@ -181,14 +194,34 @@ def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-async def _write_batch(connection: asyncpg.Connection[Any], batch: Batch) -> set[str]:
+def finished_notices(engine_id: str, execution_ids: Sequence[str]) -> list[str]:
+    """The payloads of ``FINISHED`` that tell of ``execution_ids``: the engine's id, then
+    the ids, space-separated, each payload within the server's limit."""
+    notices: list[str] = []
+    notice = engine_id
+    for execution_id in execution_ids:
+        if len(notice) + 1 + len(execution_id) > _NOTICE_BYTES:
+            notices.append(notice)
+            notice = engine_id
+        notice = f"{notice} {execution_id}"
+    if notice != engine_id:
+        notices.append(notice)
+    return notices
+
+
+async def _write_batch(
+    connection: asyncpg.Connection[Any], batch: Batch, engine_id: str
+) -> set[str]:
     """Write a group commit in one transaction; the ids of executions refused by their once
-    key."""
+    key. The final statuses it holds are told on ``FINISHED`` (delivered at its commit)."""
     async with connection.transaction():
         refused = await _insert_fires(connection, batch.once) if batch.once else set()
         rows = [row for eid, row in batch.executions if eid not in refused]
         if rows:
             await connection.execute(_UPSERT, *_columns(rows))
+            finished = [row[0] for row in rows if row[3] in _FINAL]
+            if finished:
+                await connection.execute(_NOTIFY, finished_notices(engine_id, finished))
         if batch.triggers:
             await connection.execute(_TRIGGER_UPSERT, *_columns(batch.triggers))
         if batch.trigger_states or batch.fired:
@@ -275,6 +308,8 @@ class PostgresStore(SqlStore):
         self.member = leases.Member.here(secrets.token_hex(6), lease)
         self.engine_id = self.member.id
         self._renewing: anyio.CancelScope | None = None
+        self._lock_key = 0  # of this engine's own lock, given at its start
+        self._lapsed = anyio.Event()  # set when the lease of another engine was seen lapsed
         self.server = describe_dsn(dsn)  # for messages: no password
         self._pool_size = pool_size
         self._pool: asyncpg.Pool[Any] | None = None
@@ -282,6 +317,8 @@ class PostgresStore(SqlStore):
         self._unreachable_since: float | None = None  # when the writer lost the server
         self._fenced = False  # another engine became active while this one was cut off
         self._writer_backend: int | None = None  # the server process of the writer's connection
+        self._listening: asyncpg.Connection[Any] | None = None  # hears FINISHED
+        self.shared = True
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.server!r})"
@@ -315,7 +352,7 @@ class PostgresStore(SqlStore):
         writer = await self._connect()
         try:
             await self._migrate(writer)
-            await leases.become_active(writer, self.member, self.server)
+            self._lock_key = await leases.become_active(writer, self.member, self.server)
             pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self._pool_size)
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -323,6 +360,26 @@ class PostgresStore(SqlStore):
             raise
         self._writer, self._pool = writer, pool
         self._writer_backend = writer.get_server_pid()
+        await self._listen()
+
+    async def _listen(self) -> None:
+        """Hear other engines' FINISHED on a connection of its own (it holds nothing, so
+        one lost is opened again at the next lease check, telling that some went unheard)."""
+        listening = await asyncpg.connect(self.dsn)
+        await listening.add_listener(FINISHED, self._heard)
+        self._listening = listening
+
+    def _heard(self, connection: Any, pid: int, channel: str, payload: object) -> None:
+        engine_id, *execution_ids = str(payload).split(" ")
+        if engine_id != self.member.id and self.finished_elsewhere is not None:
+            self.finished_elsewhere(execution_ids)
+
+    async def _listen_again(self) -> None:
+        if self._listening is not None and not self._listening.is_closed():
+            return
+        await self._listen()
+        if self.finished_elsewhere is not None:
+            self.finished_elsewhere(None)
 
     async def _migrate(self, connection: asyncpg.Connection[Any]) -> None:
         async with connection.transaction():
@@ -347,15 +404,39 @@ class PostgresStore(SqlStore):
         task_group.start_soon(self._renew, self._renewing, name="store-lease")
 
     async def _renew(self, scope: anyio.CancelScope) -> None:
-        """Renew the lease every third of it; a renewal the server misses is tried at the
-        next (two may fail before the lease lapses)."""
+        """Renew the lease every third of it, and look for engines that are gone (``lapsed``
+        hears of them); a renewal the server misses is tried at the next (two may fail before
+        the lease lapses). A row found gone means another engine adopted this one's work: it
+        writes nothing more."""
         with scope:
             while True:
                 await anyio.sleep(self.member.lease / 3)
                 try:
-                    await leases.renew(self._reads, self.member)
+                    if not await leases.renew(self._reads, self.member):
+                        self._fenced = True
+                        logger.error("store_taken_over", server=self.server)
+                        return
+                    if await self._reads.fetchval(leases.LAPSED, self.member.id):
+                        self._lapsed.set()
+                    await self._listen_again()
                 except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
                     logger.warning("store_lease_not_renewed", server=self.server, error=str(exc))
+
+    async def lapsed(self) -> None:
+        await self._lapsed.wait()
+        self._lapsed = anyio.Event()
+
+    async def take_unfinished(self) -> list[ExecutionRecord]:
+        async with self._reads.acquire() as connection, connection.transaction():
+            gone = await leases.adopt_gone(connection, self.member)
+            rows = await connection.fetch(
+                f"{leases.ADOPT} RETURNING {COLUMNS}",
+                self.member.id,
+                [status.value for status in UNFINISHED_STATUSES],
+            )
+        if gone:
+            logger.warning("store_engines_gone", server=self.server, engines=gone)
+        return sorted(map(execution_from, rows), key=lambda record: record.id)
 
     async def aclose(self) -> None:
         if self._renewing is not None:
@@ -364,15 +445,16 @@ class PostgresStore(SqlStore):
         await super().aclose()
 
     async def _close(self) -> None:
-        writer, pool = self._writer, self._pool
-        self._writer = self._pool = None
+        writer, pool, listening = self._writer, self._pool, self._listening
+        self._writer = self._pool = self._listening = None
         if pool is not None:
             with anyio.CancelScope(shield=True), contextlib.suppress(*_CONNECTION_ERRORS):
                 await leases.leave(pool, self.member)
         with anyio.CancelScope(shield=True):
-            if writer is not None:
-                with contextlib.suppress(*_CONNECTION_ERRORS):
-                    await writer.close()
+            for connection in (writer, listening):
+                if connection is not None:
+                    with contextlib.suppress(*_CONNECTION_ERRORS):
+                        await connection.close()
             if pool is not None:
                 await pool.close()
 
@@ -395,7 +477,9 @@ class PostgresStore(SqlStore):
             try:
                 if self._writer is None or self._writer.is_closed():
                     writer = await self._connect_writer()
-                    if not await leases.reclaim(writer, self._writer_backend):
+                    if not await leases.reclaim(
+                        writer, self._writer_backend, self.member, self._lock_key
+                    ):
                         self._fenced = True
                         await writer.close()
                         logger.error("store_taken_over", server=self.server)
@@ -424,7 +508,9 @@ class PostgresStore(SqlStore):
     # -- the group commit's hooks ---------------------------------------------------------
 
     async def _write(self, batch: Batch) -> set[str]:
-        return await self._with_writer(lambda connection: _write_batch(connection, batch))
+        return await self._with_writer(
+            lambda connection: _write_batch(connection, batch, self.member.id)
+        )
 
     def _next_delay(self, delays: Iterator[float], since: float) -> float | None:
         """How long to wait before trying the server again, out of reach ``since``; None
