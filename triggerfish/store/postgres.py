@@ -370,6 +370,8 @@ class PostgresStore(SqlStore):
         self._listening = listening
 
     def _heard(self, connection: Any, pid: int, channel: str, payload: object) -> None:
+        if pid == self._writer_backend:  # this engine's own commit: not read at all
+            return
         engine_id, *execution_ids = str(payload).split(" ")
         if engine_id != self.member.id and self.finished_elsewhere is not None:
             self.finished_elsewhere(execution_ids)
