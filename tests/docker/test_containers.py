@@ -3,7 +3,9 @@ resource limits, the OOM killer, secrets, images."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
 import signal
 import subprocess
 import sys
@@ -11,19 +13,25 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import aiodocker
 import anyio
 import pytest
+from anyio.abc import TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 import triggerfish
 from tests.integration.test_packages import write_codebase
 from triggerfish import ConfigurationError, ExecutionStatus, InvocationFailedError, ServiceState
+from triggerfish.engine.replica import protocol
+from triggerfish.engine.runtimes.abc import Replica
 from triggerfish.engine.runtimes.docker import (
+    LABEL_ENGINE,
     LABEL_REPLICA,
     LABEL_SERVICE,
     DockerRuntime,
     default_image,
 )
+from triggerfish.testing.contract import Heard, _plan
 
 from . import fns
 from .helpers import containers_of, kill_container
@@ -166,8 +174,9 @@ def test_functions_of_one_service_must_agree_on_the_image(make_engine: MakeEngin
         engine.service(TwoImages, runtime="docker")
 
 
-async def test_a_new_engine_removes_the_containers_a_killed_one_left(tmp_path: Path) -> None:
-    db = tmp_path / "engine.db"
+async def _killed_engine(db: Path) -> str:
+    """An engine (tests/docker/engine_app.py) that started two containers, killed with
+    SIGKILL (no clean-up of any kind); its id."""
     app = await anyio.open_process(
         [sys.executable, "-m", "tests.docker.engine_app", str(db)],
         stdout=subprocess.PIPE,
@@ -180,12 +189,18 @@ async def test_a_new_engine_removes_the_containers_a_killed_one_left(tmp_path: P
             with anyio.fail_after(60):
                 line = await BufferedByteReceiveStream(app.stdout).receive_until(b"\n", 100)
             engine_id = line.decode().strip()
-            left = await containers_of(engine_id)
-            assert len(left) == 2
+            assert len(await containers_of(engine_id)) == 2
         finally:
-            app.send_signal(signal.SIGKILL)  # no clean-up of any kind
+            app.send_signal(signal.SIGKILL)
             await app.wait()
-    assert len(await containers_of(engine_id)) == 2  # nobody removed them: they are left over
+    return engine_id
+
+
+async def test_a_new_engine_removes_the_containers_a_killed_one_left(tmp_path: Path) -> None:
+    db = tmp_path / "engine.db"
+    engine_id = await _killed_engine(db)
+    left = await containers_of(engine_id)
+    assert len(left) == 2  # nobody removed them: they are left over
     engine = triggerfish.Engine(db)
     assert engine.engine_id == engine_id  # the same store: the same engine
     engine.function(fns.where, runtime="docker")
@@ -195,6 +210,74 @@ async def test_a_new_engine_removes_the_containers_a_killed_one_left(tmp_path: P
         assert not {c["Id"] for c in left} & {c["Id"] for c in now}
         assert len(now) == 1
     assert await containers_of(engine_id) == []
+
+
+async def test_another_engine_removes_the_containers_a_killed_one_left(
+    docker: aiodocker.Docker, tmp_path: Path
+) -> None:
+    dead = await _killed_engine(tmp_path / "engine.db")
+    assert len(await containers_of(dead)) == 2
+    # A third engine's container, labelled as the runtime labels them: not to be touched.
+    third = f"third-{secrets.token_hex(4)}"
+    other = await docker.containers.run(
+        {"Image": default_image(), "Cmd": ["sleep", "600"], "Labels": {LABEL_ENGINE: third}}
+    )
+    runtime = DockerRuntime(f"adopter-{secrets.token_hex(4)}")
+    try:
+        async with anyio.create_task_group() as tg:
+            await runtime.start(tg)
+            try:
+                heard = Heard()
+                mine = await runtime.start_replica(_plan("docker"), heard, tg)
+                # Its own id is never one of the gone: its replica lives on.
+                assert await runtime.remove_left_by([dead, runtime.engine_id]) == 2
+                assert await containers_of(dead) == []
+                assert len(await containers_of(third)) == 1
+                assert len(await containers_of(runtime.engine_id)) == 1
+                assert await runtime.remove_left_by([dead]) == 0  # nothing is left
+                await heard.until(
+                    "READY", lambda: [m for m in heard.messages if m[0] == protocol.READY]
+                )
+                assert heard.exits == []
+                await mine.stop(5)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await runtime.aclose()
+        assert await containers_of(runtime.engine_id) == []
+        assert len(await containers_of(third)) == 1
+    finally:
+        await other.delete(force=True)
+
+
+async def test_removing_what_others_left_needs_a_started_runtime() -> None:
+    runtime = DockerRuntime(f"unstarted-{secrets.token_hex(4)}")
+    assert await runtime.remove_left_by(["gone"]) == 0  # logged, not raised
+
+
+async def _start_unless_closed(
+    runtime: DockerRuntime, heard: Heard, tg: TaskGroup, started: list[Replica]
+) -> None:
+    with contextlib.suppress(OSError):  # refused: the runtime closed first
+        started.append(await runtime.start_replica(_plan("docker"), heard, tg))
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.2, 0.4])
+async def test_a_replica_still_starting_when_the_runtime_closes_is_removed_first(
+    delay: float,
+) -> None:
+    """The close waits for a start under way, then for its replica's removal, before it
+    closes its client: no replica's run is left using a closed client. ``delay``: the
+    close comes at a different point of the start each time."""
+    runtime = DockerRuntime(f"closing-{secrets.token_hex(4)}")
+    heard = Heard()
+    started: list[Replica] = []
+    async with anyio.create_task_group() as tg:
+        await runtime.start(tg)
+        tg.start_soon(_start_unless_closed, runtime, heard, tg, started)
+        await anyio.sleep(delay)
+        await runtime.aclose()
+        assert len(heard.exits) == len(started)  # each replica ended, and was told so once
+        assert await containers_of(runtime.engine_id) == []
 
 
 async def test_a_runtime_without_a_docker_engine_fails_its_executions_clearly(

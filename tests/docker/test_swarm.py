@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -169,6 +170,45 @@ async def test_leftovers_of_an_earlier_run_are_removed(
         assert await engine.handle(square).call_remote(3) == 9
         services = [s["ID"] for s in await docker.services.list()]
         assert left["ID"] not in services
+
+
+async def test_another_engine_removes_the_services_a_gone_one_left(
+    docker: aiodocker.Docker,
+) -> None:
+    token = secrets.token_hex(4)
+    dead, third = f"dead-{token}", f"third-{token}"
+
+    async def left_by(engine_id: str) -> str:
+        """A service labelled as the runtime labels its replicas'."""
+        made = await docker.services.create(
+            {
+                "ContainerSpec": {"Image": DEFAULT_IMAGE, "Command": ["sleep", "600"]},
+                "RestartPolicy": {"Condition": "none"},
+            },
+            name=f"tf-left-{engine_id}-{secrets.token_hex(2)}",
+            labels={"triggerfish.engine": engine_id},
+        )
+        return str(made["ID"])
+
+    await left_by(dead)
+    await left_by(dead)
+    other = await left_by(third)
+    runtime = SwarmRuntime(f"adopter-{token}")
+    try:
+        async with anyio.create_task_group() as tg:
+            await runtime.start(tg)
+            try:
+                # Its own id is never one of the gone.
+                assert await runtime.remove_left_by([dead, runtime.engine_id]) == 2
+                assert await _ours(docker, dead) == []
+                assert [s["ID"] for s in await _ours(docker, third)] == [other]
+                assert await runtime.remove_left_by([dead]) == 0  # nothing is left
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await runtime.aclose()
+        assert [s["ID"] for s in await _ours(docker, third)] == [other]
+    finally:
+        await docker.services.delete(other)
 
 
 async def test_an_image_that_does_not_exist_fails_executions_fast(

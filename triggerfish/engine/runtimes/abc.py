@@ -8,7 +8,7 @@ know which runtime it drives.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -72,11 +72,23 @@ class Runtime(ABC):
         """Get ready to start replicas (connect, clean up after an earlier run...)."""
 
     async def aclose(self) -> None:  # noqa: B027
-        """Release what ``start`` took; no replica of this runtime may remain."""
+        """Release what ``start`` took; no replica of this runtime may remain, and none still
+        being started or removed may use what is released: they are waited for."""
 
     def check(self, plan: ReplicaPlan) -> None:  # noqa: B027
         """Raise ConfigurationError if replicas of ``plan`` can never be started here
         (called when a service is registered, so a bad one is refused at once)."""
+
+    async def remove_left_by(self, engine_ids: Collection[str]) -> int:
+        """Remove every replica that the engines of these ids left behind (they are gone:
+        another engine adopted their work); returns how many were removed. A runtime whose
+        replicas die with their engine (local processes) has nothing to remove.
+
+        Called on a started runtime (between ``start`` and ``aclose``), never with the id of
+        the engine it serves. What cannot be removed (its host out of reach) is logged, not
+        raised: the adoption goes on without it.
+        """
+        return 0  # a process replica dies with its engine's pipe
 
     @abstractmethod
     async def start_replica(

@@ -14,7 +14,8 @@ Third-party packages that code needs must be in the image.
 
 Containers carry labels naming the engine (``triggerfish.engine``, stable across restarts
 on the same store), the service and the replica. On start the runtime removes what an
-earlier run of the same engine left behind; on close, none remains.
+earlier run of the same engine left behind; on close, none remains; ``remove_left_by``
+removes what other engines, now gone, left behind.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -44,6 +45,7 @@ from ...log import logger
 from ...models import FunctionSpec, ServiceSpec
 from ..replica import protocol
 from .abc import Replica, ReplicaListener, ReplicaPlan, Runtime
+from .calls import ClientCalls, remove_left
 from .frames import LinkedReplica
 from .images import SITE_DIR, ImageBuilder, build_log_dir, recipe_for
 from .process import exit_reason
@@ -155,10 +157,6 @@ def _exit_words(code: int | None, oom: bool, memory: float) -> str:
 
 
 class ContainerReplica(LinkedReplica):
-    # Longer than removing a container may take (remove_container's own bound), so that the
-    # runtime never closes its Docker client under a replica still being removed.
-    kill_wait = 2 * _API_TIMEOUT
-
     def __init__(
         self,
         replica_id: str,
@@ -168,7 +166,8 @@ class ContainerReplica(LinkedReplica):
         memory: float,
         live: set[ContainerReplica],
     ) -> None:
-        """``live``: the runtime's replicas, which this one is in while it runs."""
+        """``live``: the runtime's replicas, which this one is in from its launch until its
+        container is removed (the runtime adds it, its run takes it out)."""
         super().__init__(replica_id, listener)
         self.container = container
         self._expected = expected
@@ -177,26 +176,14 @@ class ContainerReplica(LinkedReplica):
         self._exited = anyio.Event()
         self._status: int | None = None
         self._live = live
+        self._scope = CancelScope()  # all but the container's removal: see close
+        self.began = False  # its run has begun: from then on, the run removes the container
 
     async def run(self, *, task_status: TaskStatus[None]) -> None:
-        self._live.add(self)
+        self.began = True
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch, tg.cancel_scope, name=f"{self.id}-watch")
-                tg.start_soon(self._killer, name=f"{self.id}-killer")
-                task_status.started()
-                connection = await self._expected.connection()
-                self._connected = True
-                async with connection.stream, anyio.create_task_group() as link:
-                    link.start_soon(self._link.write_loop, connection.stream)
-                    await self._link.read_loop(connection.receive)
-                    link.cancel_scope.cancel()
-                with anyio.move_on_after(_EXIT_GRACE):
-                    await self._exited.wait()
-                self.kill()  # its runner hung up but it lives on: it can serve no more
-                with anyio.move_on_after(_API_TIMEOUT):
-                    await self._exited.wait()
-                tg.cancel_scope.cancel()
+            with self._scope:
+                await self._serve(task_status)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._expected.aclose()
@@ -204,6 +191,33 @@ class ContainerReplica(LinkedReplica):
             self._ended.set()
             self._live.discard(self)
             self._listener.replica_exited(self, reason)
+
+    async def close(self) -> None:
+        """Stop it now, and return once its container is removed, however long the Docker
+        engine takes (the runtime's close, before it closes its client). What removes the
+        container is bounded; what comes before it is cancelled if the kill has not ended it
+        within ``kill_wait``."""
+        await self.stop(0)
+        self._scope.cancel()
+        await self._ended.wait()
+
+    async def _serve(self, task_status: TaskStatus[None]) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch, tg.cancel_scope, name=f"{self.id}-watch")
+            tg.start_soon(self._killer, name=f"{self.id}-killer")
+            task_status.started()
+            connection = await self._expected.connection()
+            self._connected = True
+            async with connection.stream, anyio.create_task_group() as link:
+                link.start_soon(self._link.write_loop, connection.stream)
+                await self._link.read_loop(connection.receive)
+                link.cancel_scope.cancel()
+            with anyio.move_on_after(_EXIT_GRACE):
+                await self._exited.wait()
+            self.kill()  # its runner hung up but it lives on: it can serve no more
+            with anyio.move_on_after(_API_TIMEOUT):
+                await self._exited.wait()
+            tg.cancel_scope.cancel()
 
     async def _watch(self, scope: CancelScope) -> None:
         # If the Docker engine itself is gone, so is the container, for our purposes.
@@ -277,11 +291,13 @@ class DockerRuntime(Runtime):
         self._serve_scope: CancelScope | None = None
         self._code_dirs: list[str] = []
         self._lib_binds: list[str] = []
+        # From its launch until its container is removed: what the close waits for.
         self._replicas: set[ContainerReplica] = set()
         self._builder: ImageBuilder | None = None
         self._closed = False
-        self._launching = 0  # containers being created and started
-        self._launched = anyio.Event()  # set when the last of them is through
+        # Calls under way that use the Docker client (replica starts, until their replica's
+        # run has begun; removals of what other engines left): the close waits for them.
+        self._calls = ClientCalls()
 
     def check(self, plan: ReplicaPlan) -> None:
         image_for(plan.service, plan.functions, self.image)
@@ -301,7 +317,9 @@ class DockerRuntime(Runtime):
             logger.error("docker_unavailable", reason=self._broken)
             return
         self._docker = docker
-        await self._remove_containers("left_over")
+        removed = await self._remove_containers([self.engine_id], "left_over")
+        if removed:
+            logger.info("containers_removed", which="left_over", count=removed)
         self._code_dirs = await anyio.to_thread.run_sync(user_code_dirs)
         self._lib_binds = [
             f"{Path(__file__).parents[2]}:{_LIB}/triggerfish:ro",
@@ -319,46 +337,84 @@ class DockerRuntime(Runtime):
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
-            self._closed = True
+            self._closed = self._calls.closed = True  # no call begins from now on
             self._broken = "the Docker runtime is closed"
-            if self._launching:  # let them finish, so that what they made is seen below
-                with anyio.move_on_after(_START_TIMEOUT):
-                    await self._launched.wait()
+            # A start under way ends once its replica is among _replicas (or nothing was
+            # made): wait for them, so that every replica is seen below. Each is bounded (a
+            # launch by _START_TIMEOUT).
+            await self._calls.wait()
             if self._serve_scope is not None:
                 self._serve_scope.cancel()
-            async with anyio.create_task_group() as tg:  # normally there are none left
+            # Normally none is left: the engine stops its replicas first, but not one still
+            # starting then. Each is waited for until its container is removed, so that no
+            # replica's run uses the client once it is closed.
+            async with anyio.create_task_group() as tg:
                 for replica in list(self._replicas):
-                    tg.start_soon(replica.stop, 0)
+                    tg.start_soon(replica.close, name=f"close-{replica.id}")
             if self._docker is not None:
-                await self._remove_containers("remaining")
+                removed = await self._remove_containers([self.engine_id], "remaining")
+                if removed:
+                    logger.info("containers_removed", which="remaining", count=removed)
                 await _close(self._docker)
                 self._docker = None
             if self._dir is not None:
                 await anyio.to_thread.run_sync(shutil.rmtree, self._dir, True)
                 self._dir = None
 
-    async def _remove_containers(self, which: str) -> None:
-        """Remove every container labelled with this engine's id."""
+    def _call(self) -> contextlib.AbstractContextManager[aiodocker.Docker]:
+        """The Docker client, for one call that the close waits for; OSError once closed."""
+        return self._calls.call(self._docker, self._broken)
+
+    async def remove_left_by(self, engine_ids: Collection[str]) -> int:
+        """Remove the containers labelled with any of ``engine_ids`` (see ``remove_left``)."""
+        return await remove_left(
+            self.engine_id, engine_ids, self._call, self._remove_containers, "containers"
+        )
+
+    async def _remove_containers(self, engine_ids: Collection[str], which: str) -> int:
+        """Remove every container labelled with one of these engines' ids; how many were.
+        Failures are logged, with ``which`` (what was being removed)."""
         assert self._docker is not None
-        filters = json.dumps({"label": [f"{LABEL_ENGINE}={self.engine_id}"]})
+        removed = 0
+
+        async def remove(container: Any) -> None:
+            nonlocal removed
+            try:
+                await _delete(container)
+            except _DOCKER_ERRORS as exc:
+                logger.warning("container_not_removed", container=container.id[:12], error=str(exc))
+            else:
+                removed += 1
+
+        # Labelled by any engine, then picked: Docker asks for all the labels of a filter.
+        filters = json.dumps({"label": [LABEL_ENGINE]})
         with anyio.move_on_after(_API_TIMEOUT * 3):
             try:
                 found = await self._docker.containers.list(all=True, filters=filters)
-                async with anyio.create_task_group() as tg:
-                    for container in found:
-                        tg.start_soon(_delete, container)
             except _DOCKER_ERRORS as exc:
                 logger.warning("containers_not_removed", which=which, error=str(exc))
-                return
-            if found:
-                logger.info("containers_removed", which=which, count=len(found))
+                return 0
+            async with anyio.create_task_group() as tg:
+                for container in found:
+                    if (container["Labels"] or {}).get(LABEL_ENGINE) in engine_ids:
+                        tg.start_soon(remove, container)
+        return removed
 
     async def start_replica(
         self, plan: ReplicaPlan, listener: ReplicaListener, task_group: TaskGroup
     ) -> Replica:
-        docker = self._docker
-        if docker is None or self._dir is None or self._closed:
+        if self._dir is None:
             raise OSError(self._broken)
+        with self._call() as docker:
+            return await self._start_replica(docker, plan, listener, task_group)
+
+    async def _start_replica(
+        self,
+        docker: aiodocker.Docker,
+        plan: ReplicaPlan,
+        listener: ReplicaListener,
+        task_group: TaskGroup,
+    ) -> Replica:
         service = plan.service
         base = image_for(service, plan.functions, self.image)
         assert self._builder is not None
@@ -371,10 +427,11 @@ class DockerRuntime(Runtime):
                 f"service {service.name!r} asks for a GPU (gpu={resources.gpu!r}) but this "
                 "engine has none: no /dev/nvidia* device and no nvidia runtime in Docker"
             )
+        if self._closed:  # while its image was looked for or built
+            raise OSError(self._broken)
         replica_id = f"rep-{secrets.token_hex(4)}"
         expected = self._server.expect(replica_id)
         config = self._config(plan, image, resources, replica_id, expected.token)
-        self._launching += 1
         try:
             with anyio.CancelScope(shield=True), anyio.fail_after(_START_TIMEOUT):
                 # Shielded: a container the Docker engine made must not go unseen because
@@ -386,15 +443,22 @@ class DockerRuntime(Runtime):
             if isinstance(exc, DockerError):
                 raise OSError(self._refusal(image, exc)) from exc
             raise
-        finally:
-            self._launching -= 1
-            if not self._launching:
-                self._launched.set()
-                self._launched = anyio.Event()
         replica = ContainerReplica(
             replica_id, container, expected, listener, resources.memory, self._replicas
         )
-        await task_group.start(replica.run, name=f"replica-{replica_id}")
+        # Among the replicas before this call ends: the close, which waits for the call,
+        # then sees it, however late its run begins.
+        self._replicas.add(replica)
+        try:
+            with anyio.CancelScope(shield=True):  # once begun, its run removes the container
+                await task_group.start(replica.run, name=f"replica-{replica_id}")
+        except BaseException:
+            if not replica.began:  # the task group was closed: no run will remove it
+                self._replicas.discard(replica)
+                with anyio.CancelScope(shield=True):
+                    await expected.aclose()
+                    await remove_container(container, None, resources.memory)
+            raise
         replica.send((protocol.INIT, plan.init_payload))
         logger.info(
             "replica_started",

@@ -10,7 +10,8 @@ usual frames. So any image with python3 works, on any node, with nothing mounted
 
 Services carry the labels ``triggerfish.engine`` (the engine's id), ``triggerfish.service``
 and ``triggerfish.replica``. On start the runtime removes services an earlier run of the same
-engine left behind; on stop, none remains.
+engine left behind; on stop, none remains; ``remove_left_by`` removes what other engines, now
+gone, left behind.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import re
 import secrets
 import socket
 import zipfile
+from collections.abc import Collection
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from ...errors import ConfigurationError
 from ...log import logger
 from ..replica import bootstrap, protocol
 from .abc import Replica, ReplicaListener, ReplicaPlan, Runtime
+from .calls import ClientCalls, remove_left
 from .docker import LABEL_ENGINE, LABEL_REPLICA, LABEL_SERVICE, image_for, resources_for
 from .frames import LinkedReplica
 from .images import ImageBuilder, build_log_dir, recipe_for
@@ -49,6 +52,7 @@ PORT_VARIABLE = "TRIGGERFISH_SWARM_PORT"
 _BOOTSTRAP = inspect.getsource(bootstrap)
 _FINISHED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
 _ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError)
+_API_TIMEOUT = 10.0
 
 
 class SwarmReplica(LinkedReplica):
@@ -56,13 +60,23 @@ class SwarmReplica(LinkedReplica):
     what kills it."""
 
     def __init__(
-        self, replica_id: str, runtime: SwarmRuntime, service_id: str, listener: ReplicaListener
+        self,
+        replica_id: str,
+        runtime: SwarmRuntime,
+        service_id: str,
+        listener: ReplicaListener,
+        live: set[SwarmReplica],
     ) -> None:
+        """``live``: the runtime's replicas, which this one is in from its start until its
+        service is removed (the runtime adds it, its run takes it out)."""
         super().__init__(replica_id, listener)
         self._runtime = runtime
         self._service_id = service_id
+        self._live = live
+        self.began = False  # its run has begun: from then on, the run removes the service
 
     async def run(self, connection: Connection, *, task_status: TaskStatus[None]) -> None:
+        self.began = True
         reason = "ended"
         try:
             async with connection.stream, anyio.create_task_group() as tg:
@@ -75,7 +89,14 @@ class SwarmReplica(LinkedReplica):
             with anyio.CancelScope(shield=True):
                 reason = await self._runtime.remove(self._service_id)
             self._ended.set()
+            self._live.discard(self)
             self._listener.replica_exited(self, reason)
+
+    async def close(self) -> None:
+        """Stop it now, and return once its service is removed (the runtime's close, before
+        it closes its client): the kill ends its run at once, and the removal is bounded."""
+        await self.stop(0)
+        await self._ended.wait()
 
 
 async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
@@ -119,6 +140,14 @@ class SwarmRuntime(Runtime):
         self._broken = "the Swarm runtime is not started"
         self._serve_scope: anyio.CancelScope | None = None
         self._builder: ImageBuilder | None = None
+        self._closed = False
+        # From its start until its service is removed: what the close waits for.
+        self._replicas: set[SwarmReplica] = set()
+        # Calls under way that use the Docker client (replica starts, until their replica's
+        # run has begun; removals of what other engines left): the close waits for them,
+        # having cancelled the starts' waits for their tasks (``_waits``).
+        self._calls = ClientCalls()
+        self._waits: set[anyio.CancelScope] = set()
 
     def check(self, plan: ReplicaPlan) -> None:
         image_for(plan.service, plan.functions, self.image)
@@ -150,7 +179,9 @@ class SwarmRuntime(Runtime):
         # A derived image is built on this node only: on a swarm of many, push it to a
         # registry the nodes pull from (see the README).
         self._builder = ImageBuilder(docker, build_log_dir())
-        await self._remove_services("left_over")
+        removed = await self._remove_services([self.engine_id], "left_over")
+        if removed:
+            logger.info("swarm_services_removed", which="left_over", count=removed)
         listener = await anyio.create_tcp_listener(local_host=self.bind, local_port=self.port)
         self.port = listener.extra(SocketAttribute.local_port)
         await task_group.start(self._serve, listener, name="swarm-replica-gate")
@@ -162,19 +193,47 @@ class SwarmRuntime(Runtime):
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
+            self._closed = self._calls.closed = True  # no call begins from now on
             self._broken = "the Swarm runtime is closed"
+            for wait in self._waits:  # a start waiting for its task gives up
+                wait.cancel()
+            # A start under way ends once its replica is among _replicas (or it removed
+            # what it made): wait for them, so that every replica is seen below.
+            await self._calls.wait()
             if self._serve_scope is not None:
                 self._serve_scope.cancel()
+            # Normally none is left: the engine stops its replicas first, but not one still
+            # starting then. Each is waited for until its service is removed, so that no
+            # replica's run uses the client once it is closed.
+            async with anyio.create_task_group() as tg:
+                for replica in list(self._replicas):
+                    tg.start_soon(replica.close, name=f"close-{replica.id}")
             if self._docker is not None:
-                await self._remove_services("remaining")
+                removed = await self._remove_services([self.engine_id], "remaining")
+                if removed:
+                    logger.info("swarm_services_removed", which="remaining", count=removed)
                 await self._docker.close()
                 self._docker = None
+
+    def _call(self) -> contextlib.AbstractContextManager[aiodocker.Docker]:
+        """The Docker client, for one call that the close waits for; OSError once closed."""
+        return self._calls.call(self._docker, self._broken)
+
+    async def remove_left_by(self, engine_ids: Collection[str]) -> int:
+        """Remove the Swarm services labelled with any of ``engine_ids`` (see ``remove_left``)."""
+        return await remove_left(
+            self.engine_id, engine_ids, self._call, self._remove_services, "swarm_services"
+        )
 
     async def start_replica(
         self, plan: ReplicaPlan, listener: ReplicaListener, task_group: TaskGroup
     ) -> Replica:
-        if self._docker is None:
-            raise OSError(self._broken)
+        with self._call():
+            return await self._start_replica(plan, listener, task_group)
+
+    async def _start_replica(
+        self, plan: ReplicaPlan, listener: ReplicaListener, task_group: TaskGroup
+    ) -> Replica:
         service = plan.service
         replica_id = f"rep-{secrets.token_hex(4)}"
         expected = self.server.expect(replica_id)
@@ -184,17 +243,37 @@ class SwarmRuntime(Runtime):
             LABEL_REPLICA: replica_id,
         }
         service_id = None
+        connection: Connection | None = None
         try:
-            service_id = await self._create(plan, replica_id, expected.token, labels)
-            connection = await self._connection(expected, service_id)
+            with anyio.CancelScope() as wait:  # cancelled by the close
+                self._waits.add(wait)
+                try:
+                    service_id = await self._create(plan, replica_id, expected.token, labels)
+                    connection = await self._connection(expected, service_id)
+                finally:
+                    self._waits.discard(wait)
+            if service_id is None or connection is None:  # the close cancelled the wait
+                raise OSError(self._broken)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await expected.aclose()  # its token admits no one any more
                 if service_id is not None:  # cancelled while it started: nothing is left
                     await self.remove(service_id)
             raise
-        replica = SwarmReplica(replica_id, self, service_id, listener)
-        await task_group.start(replica.run, connection, name=f"replica-{replica_id}")
+        replica = SwarmReplica(replica_id, self, service_id, listener, self._replicas)
+        # Among the replicas before this call ends: the close, which waits for the call,
+        # then sees it, however late its run begins.
+        self._replicas.add(replica)
+        try:
+            with anyio.CancelScope(shield=True):  # once begun, its run removes the service
+                await task_group.start(replica.run, connection, name=f"replica-{replica_id}")
+        except BaseException:
+            if not replica.began:  # the task group was closed: no run will remove it
+                self._replicas.discard(replica)
+                with anyio.CancelScope(shield=True):
+                    await connection.stream.aclose()
+                    await self.remove(service_id)
+            raise
         replica.send((protocol.INIT, plan.init_payload))
         logger.info(
             "replica_started", service=service.name, replica_id=replica_id, swarm=service_id
@@ -294,8 +373,9 @@ class SwarmRuntime(Runtime):
         """Remove a replica's Swarm service (and so its container); how its task ended."""
         if self._docker is None:
             return "the Swarm runtime is closed"
-        with anyio.CancelScope(shield=True):
-            reason = await self._task_failure(service_id) or "its connection ended"
+        reason = "its connection ended"
+        with anyio.move_on_after(_API_TIMEOUT, shield=True):  # the close waits for it
+            reason = await self._task_failure(service_id) or reason
             try:
                 await self._docker.services.delete(service_id)
             except _ERRORS as exc:
@@ -303,20 +383,31 @@ class SwarmRuntime(Runtime):
                     logger.warning("swarm_service_not_removed", swarm=service_id, error=str(exc))
         return reason
 
-    async def _remove_services(self, which: str) -> None:
+    async def _remove_services(self, engine_ids: Collection[str], which: str) -> int:
+        """Remove every Swarm service labelled with one of these engines' ids; how many
+        were. Failures are logged, with ``which`` (what was being removed)."""
         assert self._docker is not None
-        label = f"{LABEL_ENGINE}={self.engine_id}"
-        with anyio.move_on_after(30):
+        removed = 0
+        with anyio.move_on_after(3 * _API_TIMEOUT):
             try:
-                found = await self._docker.services.list(filters={"label": label})
-                for service in found:
-                    with contextlib.suppress(aiodocker.DockerError):  # gone meanwhile
-                        await self._docker.services.delete(service["ID"])
+                # Labelled by any engine, then picked: Docker asks for all the labels given.
+                found = await self._docker.services.list(filters={"label": LABEL_ENGINE})
             except _ERRORS as exc:
                 logger.warning("swarm_services_not_removed", which=which, error=str(exc))
-                return
-            if found:
-                logger.info("swarm_services_removed", which=which, count=len(found))
+                return 0
+            for service in found:
+                if (service["Spec"].get("Labels") or {}).get(LABEL_ENGINE) not in engine_ids:
+                    continue
+                try:
+                    await self._docker.services.delete(service["ID"])
+                except _ERRORS as exc:
+                    if getattr(exc, "status", None) != 404:  # 404: gone meanwhile
+                        logger.warning(
+                            "swarm_service_not_removed", swarm=service["ID"], error=str(exc)
+                        )
+                        continue
+                removed += 1
+        return removed
 
 
 def _swarm_name(service: str) -> str:
