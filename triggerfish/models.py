@@ -391,6 +391,8 @@ class ExecutionRecord:
     event: dict[str, Any] | None = None
     lineage: tuple[str, ...] = ()
     engine_id: str | None = None  # the engine that owns it (made, adopted or ran it)
+    # Another engine on a shared store asked its owner to cancel it (never stored as such).
+    cancel_requested: bool = False
 
     @property
     def terminated(self) -> bool:

@@ -159,3 +159,17 @@ def record_run(path: str, pause: float = 0.005) -> str:
 def storm_setup(engine: Engine) -> None:
     """The crash storm's daemon: one function, retried past every kill it may live through."""
     engine.function(replicas=1, concurrency=4, max_attempts=20, backoff=0)(record_run)
+
+
+def ticked() -> str:
+    """A cron trigger's function: its execution id."""
+    return current_context().execution_id
+
+
+def cluster_setup(engine: Engine) -> None:
+    """The daemons of the several-engines tests, one database between them."""
+    engine.function(replicas=1, concurrency=4)(slow)
+    engine.function(replicas=1, concurrency=2)(chatty)
+    engine.function(replicas=1, concurrency=2)(item_id)
+    engine.function(replicas=1, concurrency=2, max_attempts=2, backoff=0)(ticked)
+    engine.function(replicas=1, concurrency=4, max_attempts=3, backoff=0)(record_run)

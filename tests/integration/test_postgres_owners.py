@@ -16,8 +16,9 @@ import pytest
 import triggerfish
 from triggerfish import ExecutionStatus, PostgresStore, StoreUnavailableError
 from triggerfish.models import ExecutionRecord, new_execution_ids
-from triggerfish.store import leases
-from triggerfish.store.postgres import _UPSERT, FINISHED, _columns, finished_notices
+from triggerfish.store import leases, sharing
+from triggerfish.store.abc import Channel
+from triggerfish.store.postgres import _UPSERT, _columns
 from triggerfish.store.rows import execution_row
 
 from . import fns
@@ -36,8 +37,7 @@ def _record(function: str, service: str, a: int, **changes: Any) -> ExecutionRec
         input=pickle.dumps(((a, a), {})),
         max_attempts=2,
         created_at=time.time(),
-        engine_id=GONE,
-        **changes,
+        **{"engine_id": GONE, **changes},
     )
     record.status_log.append((record.created_at, record.status, None, ""))
     return record
@@ -77,7 +77,8 @@ async def test_the_work_of_a_gone_engine_is_adopted_once_its_lock_is_free_and_no
             records.append(
                 _record(spec.name, spec.service, 3, status=ExecutionStatus.RUNNING, attempts=1)
             )
-            await other.execute(_UPSERT, *_columns([execution_row(r) for r in records]))
+            rows = [execution_row(r) for r in records]
+            await other.execute(_UPSERT, *_columns(rows), GONE)
             await anyio.sleep(1.5)  # several renewals: each looks for engines that are gone
             before = await _owners(postgres_dsn)
         finally:
@@ -121,27 +122,36 @@ async def test_an_unfinished_row_changes_only_by_its_owner_and_a_final_one_by_an
     postgres_dsn: str,
 ) -> None:
     store = PostgresStore(postgres_dsn)
+
+    async def written_by(engine_id: str, record: ExecutionRecord) -> ExecutionRecord:
+        """What a commit of another engine, ``engine_id``, does with ``record``."""
+        connection = await asyncpg.connect(postgres_dsn)
+        try:
+            await connection.execute(_UPSERT, *_columns([execution_row(record)]), engine_id)
+        finally:
+            await connection.close()
+        stored = await store.get(record.id)
+        assert stored is not None
+        return stored
+
     async with anyio.create_task_group() as tg:
         await store.start(tg)
-        record = _record("f", "s", 1)
+        assert store.engine_id is not None
+        record = _record("f", "s", 1, engine_id=store.engine_id)
         await store.insert([record])
         stranger = dataclasses.replace(record, engine_id="another", status=ExecutionStatus.RUNNING)
-        store.save(stranger)
-        await store.flush()
-        unchanged = await store.get(record.id)
+        unchanged = await written_by("another", stranger)
         record.status = ExecutionStatus.SUCCEEDED
         store.save(record)  # its owner's write
         await store.flush()
         finished = await store.get(record.id)
         stranger.status = ExecutionStatus.PENDING  # a rerun by another engine: now its own
-        store.save(stranger)
-        await store.flush()
-        rerun = await store.get(record.id)
+        rerun = await written_by("another", stranger)
         await store.aclose()
-    assert unchanged is not None and unchanged.status is ExecutionStatus.PENDING
-    assert unchanged.engine_id == GONE
+    assert unchanged.status is ExecutionStatus.PENDING
+    assert unchanged.engine_id == store.engine_id
     assert finished is not None and finished.status is ExecutionStatus.SUCCEEDED
-    assert rerun is not None and rerun.status is ExecutionStatus.PENDING
+    assert rerun.status is ExecutionStatus.PENDING
     assert rerun.engine_id == "another"
 
 
@@ -163,7 +173,8 @@ async def test_await_result_hears_of_an_execution_another_engine_finished_or_lef
         other = await asyncpg.connect(postgres_dsn)
         try:
             await leases.join(other, leases.Member(GONE, "elsewhere", 1, 10.0))
-            await other.execute(_UPSERT, *_columns([execution_row(finished), execution_row(left)]))
+            rows = [execution_row(finished), execution_row(left)]
+            await other.execute(_UPSERT, *_columns(rows), GONE)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(wait, finished)
                 tg.start_soon(wait, left)
@@ -172,9 +183,10 @@ async def test_await_result_hears_of_an_execution_another_engine_finished_or_lef
                 finished.status = ExecutionStatus.SUCCEEDED
                 finished.result = pickle.dumps(41)
                 async with other.transaction():  # what the other engine's commit does
-                    await other.execute(_UPSERT, *_columns([execution_row(finished)]))
-                    for notice in finished_notices(GONE, [finished.id]):
-                        await other.execute("SELECT pg_notify($1, $2)", FINISHED, notice)
+                    await other.execute(_UPSERT, *_columns([execution_row(finished)]), GONE)
+                    channel = sharing.channel_name(Channel.FINISHED)
+                    for notice in sharing.payloads(GONE, [finished.id]):
+                        await other.execute("SELECT pg_notify($1, $2)", channel, notice)
                 with anyio.fail_after(2):
                     while finished.id not in results:
                         await anyio.sleep(0.01)

@@ -123,6 +123,29 @@ def test_misfire_policies_over_a_passed_in_clock() -> None:
     assert nothing.run == () and nothing.missed == ()
 
 
+def test_times_fired_already_are_neither_run_again_nor_missed() -> None:
+    """A leader of the cron clock that died after firing some times, before it stored the
+    cursor past them: its successor leaves those out of its plan."""
+    from triggerfish.triggers.cron import plan_misfires
+
+    every_minute = CronSchedule.parse("* * * * *")
+    cursor = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    now = cursor + timedelta(minutes=10, seconds=30)
+    minutes = [cursor + timedelta(minutes=m) for m in range(1, 11)]
+    fired = {minutes[0], minutes[1]}
+
+    once = plan_misfires(every_minute, "run_once", 0, cursor, now, fired=fired)
+    assert once.run == (minutes[-1],) and list(once.missed) == minutes[2:-1]
+    latest_fired = plan_misfires(every_minute, "run_once", 0, cursor, now, fired={minutes[-1]})
+    assert latest_fired.run == () and list(latest_fired.missed) == minutes[:-1]
+    skip = plan_misfires(every_minute, "skip", 0, cursor, now, fired=fired)
+    assert skip.run == () and list(skip.missed) == minutes[2:]
+    catch_up = plan_misfires(every_minute, "catch_up", 200, cursor, now, fired={minutes[-2]})
+    assert list(catch_up.run) == [minutes[-3], minutes[-1]]
+    all_fired = plan_misfires(every_minute, "catch_up", 200, cursor, now, fired=set(minutes))
+    assert all_fired.run == () and all_fired.missed == () and all_fired.missed_beyond == 0
+
+
 def test_misfire_listing_keeps_the_latest_times() -> None:
     from triggerfish.triggers.cron import plan_misfires
 

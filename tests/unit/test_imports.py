@@ -95,9 +95,10 @@ def test_the_floors_point_down() -> None:
     graph = _graph()
     assert not any(m.startswith("triggerfish") for m in graph["triggerfish.errors"])
     for bottom in ("triggerfish.engine.events", "triggerfish.engine.lifecycle"):
-        above = {"registry", "triggering", "timeouts", "nested", "reports", "core"}
+        above = {"registry", "triggering", "timeouts", "nested", "reports", "claims", "core"}
+        above |= {"forwarding"}
         assert not {f"triggerfish.engine.{m}" for m in above} & graph[bottom], bottom
-    middle = ["registry", "triggering", "timeouts", "nested", "reports"]
+    middle = ["registry", "triggering", "timeouts", "nested", "reports", "claims", "forwarding"]
     for part in middle:
         others = {f"triggerfish.engine.{m}" for m in middle if m != part}
         assert not others & graph[f"triggerfish.engine.{part}"], part

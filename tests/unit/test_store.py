@@ -302,10 +302,23 @@ async def test_a_triggers_firings_are_counted_in_the_commit_that_stores_them(
         assert stored.fired == 2
         await store.aclose()
     reopened = store if isinstance(store, MemoryStore) else store_factory()
+    told: list[tuple[set[str], set[str]]] = []
     async with anyio.create_task_group() as tg:
-        await reopened.start(tg)
+        await reopened.start(
+            tg, lambda written, refused, failed: told.append((set(refused), set(failed)))
+        )
         (stored,) = await reopened.list_triggers()
         assert stored.fired == 2
+        late = record()  # a commit whose every firing is refused counts none, and fails none
+        late.trigger_id = trigger.id
+        reopened.create(late, (trigger.id, "item-1"))
+        await reopened.flush()
+        (stored,) = await reopened.list_triggers()
+        assert stored.fired == 2 and await reopened.get(late.id) is None
+        assert told[-1] == ({late.id}, set())  # refused, not failed
+        assert await reopened.fired_keys({(trigger.id, "item-1"), (trigger.id, "x")}) == {
+            (trigger.id, "item-1")
+        }
         await reopened.aclose()
 
 

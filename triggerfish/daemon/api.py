@@ -500,7 +500,9 @@ async def _follow(core: EngineCore, execution_id: str) -> AsyncIterator[bytes]:
     """The execution's log lines, then each new one as its events tell of it, until it
     finishes. Subscribed before the first read, so that no line falls in between; each event
     (or a lag) sends what the record holds past what was sent."""
-    kinds = ("ExecutionLogged", "ExecutionStatusChanged")
+    # ExecutionFinished too: on a shared store, the final row of an execution another engine
+    # ran may be read only once it is committed, which that event tells.
+    kinds = ("ExecutionLogged", "ExecutionStatusChanged", "ExecutionFinished")
     sent = 0
     with core.hub.subscribe(kinds, execution_id=execution_id, buffer=100) as events:
         while True:
@@ -524,6 +526,7 @@ def _triggers(engine: Engine) -> APIRouter:
     @router.get("")
     async def list_triggers() -> list[Trigger]:
         """Every trigger with its statistics (fired, suppressed with the last reason, missed)."""
+        await engine.core.count_firings()
         return triggers.list()
 
     @router.post("", status_code=201)
@@ -537,6 +540,7 @@ def _triggers(engine: Engine) -> APIRouter:
     @router.get("/{trigger}")
     async def get_trigger(trigger: str) -> Trigger:
         """A trigger by id or name."""
+        await engine.core.count_firings()
         return triggers.get(trigger)
 
     @router.patch("/{trigger}")

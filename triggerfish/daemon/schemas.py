@@ -77,6 +77,7 @@ class ExecutionView(_Body):
     finished_at: datetime | None = None
     duration: float | None = None
     terminated: bool
+    engine_id: str | None = None  # the engine that owns it: that runs it, or ran it last
 
 
 class ExecutionList(_Body):

@@ -124,6 +124,7 @@ def _view(record: ExecutionRecord, shown: Shown) -> dict[str, Any]:
         finished_at=execution.finished_at,
         duration=duration,
         terminated=record.terminated,
+        engine_id=execution.engine_id,
     )
     data = view.model_dump(mode="json")
     data["result"] = shown.value

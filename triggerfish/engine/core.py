@@ -20,7 +20,8 @@ kill grace is killed and replaced, and the other executions it held go back to t
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -29,6 +30,7 @@ from anyio.abc import TaskGroup
 from ..errors import StoreUnavailableError
 from ..log import logger
 from ..models import (
+    UNFINISHED_STATUSES,
     ExecutionQuery,
     ExecutionRecord,
     ExecutionStatus,
@@ -39,9 +41,11 @@ from ..models import (
     TriggerSpec,
     belongs_to,
 )
-from ..store.abc import Store
+from ..store.abc import Channel, Store
 from . import collector
+from .claims import Claims
 from .events import EventHub
+from .forwarding import Forwarding
 from .lifecycle import Lifecycle, Live, Waiter
 from .nested import NestedCalls
 from .registry import Registry, Service
@@ -54,6 +58,8 @@ from .triggering import Triggering
 __all__ = ["EngineCore", "Service", "Waiter"]
 
 Hook = Callable[[], Awaitable[None]]
+#: A task run while the engine runs: ``await task_group.start(task)``.
+Background = Callable[..., Coroutine[Any, Any, None]]
 _RERUNNABLE = frozenset({ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT})
 
 
@@ -82,20 +88,30 @@ class EngineCore:
         self.drain_timeout = drain_timeout
         self.hub = EventHub()
         self.lifecycle = Lifecycle(store, self.hub, self.engine_id)
-        store.finished_elsewhere = self.lifecycle.finished_elsewhere
         given = {"process": runtime or ProcessRuntime(), **(runtimes or {})}
         self.registry = Registry(self.lifecycle, self.engine_id, given)
         self.timeouts = Timeouts(self.lifecycle, kill_grace)
         self.triggering = Triggering(self.lifecycle, self.hub, self.registry, max_lineage_depth)
-        self.lifecycle.attach(self.registry, self.timeouts, self.triggering)
+        self.claims = Claims(self.lifecycle)
+        self.forwarding = Forwarding(self.hub, store)
+        self.lifecycle.attach(self.registry, self.timeouts, self.triggering, self.claims)
+        # What other engines on a shared store tell (a store of one engine tells nothing).
+        store.hear(Channel.FINISHED, self.lifecycle.finished_elsewhere)
+        store.hear(Channel.CANCEL, self.lifecycle.cancel_asked)
+        store.hear(Channel.WORK, self.claims.heard)
+        store.hear(Channel.TRIGGERS, self.triggering.changed_elsewhere)
         self.nested = NestedCalls(self.lifecycle, self.triggering.emit)
         #: Publish an event; returns the ids of the executions it caused, once committed.
         self.emit = self.triggering.emit
         self._reports = PoolReports(self.lifecycle, self.hub, self.nested.receive)
         self._start_hooks: list[Hook] = []
         self._stop_hooks: list[Hook] = []
+        self._background: list[Background] = []
         self._abandon: anyio.CancelScope | None = None  # made at start: it needs a loop
-        self._adopting: anyio.CancelScope | None = None  # the adoption task's, while it runs
+        # The tasks that run while the engine does: adoption, claims, what other engines
+        # tell, the cron clock's lead (see ``_run_background``).
+        self._backgrounds: anyio.CancelScope | None = None
+        self._backgrounds_done: anyio.Event | None = None
         self.running = False
 
     # -- what is registered --------------------------------------------------------------
@@ -144,6 +160,11 @@ class EngineCore:
         """Run ``hook`` at each stop, after the store is closed."""
         self._stop_hooks.append(hook)
 
+    def in_background(self, task: Background) -> None:
+        """Run ``task`` from each start, once the engine takes work, until its stop begins
+        (it is started with ``await task_group.start(task)``)."""
+        self._background.append(task)
+
     async def start(self, task_group: TaskGroup) -> None:
         await self.store.start(task_group, self.lifecycle.committed)
         for hook in self._start_hooks:
@@ -152,28 +173,55 @@ class EngineCore:
         await task_group.start(self.timeouts.run, name="engine-clock")
         self.nested.start(task_group)
         await self.registry.start(task_group, self._reports)
-        stored = await self.triggering.start(task_group)
-        await self.lifecycle.recover()
-        self._adopting = anyio.CancelScope()
-        await task_group.start(self._adopt, self._adopting, name="engine-adoption")
-        self.running = self.lifecycle.accepting = True
+        await self.triggering.start(task_group)
+        await self._recover()
+        self.running = self.lifecycle.accepting = self.triggering.running = True
         collector.engine_started()
-        self.triggering.arm_cron(stored)
-        logger.info("engine_started", services=sorted(self.registry.services))
+        self._backgrounds = anyio.CancelScope()
+        await task_group.start(self._run_background, self._backgrounds, name="engine-background")
+        logger.info(
+            "engine_started", engine_id=self.engine_id, services=sorted(self.registry.services)
+        )
 
-    async def _adopt(
+    async def _run_background(
         self, scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]
     ) -> None:
+        """What runs while the engine does; on a shared store, what its engines tell each
+        other is heard there. The cron clock starts last: ``start`` returns once this engine
+        leads it, or waits for the engine that does."""
+        done = self._backgrounds_done = anyio.Event()
+        try:
+            with scope:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(self.lifecycle.hear_elsewhere, name="engine-remote-results")
+                    await tg.start(self.claims.run, name="engine-claims")
+                    await tg.start(self.forwarding.run, name="engine-forwarding")
+                    await tg.start(self.triggering.hear_changes, name="trigger-changes")
+                    await tg.start(self._adopt, name="engine-adoption")
+                    for task in self._background:
+                        await tg.start(task)
+                    await tg.start(self.store.lead, self.triggering.lead_changed, name="cron-lead")
+                    task_status.started()
+        finally:
+            done.set()
+
+    async def _adopt(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Take over the work of engines on the same store that are gone, as the store
         finds them (``Store.lapsed``); a store out of reach is tried at the next."""
-        with scope:
-            task_status.started()
-            while True:
-                await self.store.lapsed()
-                try:
-                    await self.lifecycle.recover()
-                except StoreUnavailableError as exc:
-                    logger.warning("engine_adoption_failed", error=str(exc))
+        task_status.started()
+        while True:
+            await self.store.lapsed()
+            try:
+                await self._recover()
+            except StoreUnavailableError as exc:
+                logger.warning("engine_adoption_failed", error=str(exc))
+
+    async def _recover(self) -> None:
+        """Take over what an earlier run, or a gone engine, left unfinished; remove the
+        replicas gone engines left running (containers, Swarm services)."""
+        gone = await self.lifecycle.recover()
+        if gone:
+            await self.registry.remove_left_by(gone)
 
     def abandon_drain(self) -> None:
         """Stop waiting for running executions (now, or when ``stop`` gets there): they are
@@ -187,12 +235,13 @@ class EngineCore:
         if not self.running:
             return
         self.running = False
-        if self._adopting is not None:
-            self._adopting.cancel()
         collector.engine_stopped()
         self.lifecycle.accepting = False
         self.triggering.stop()
         with anyio.CancelScope(shield=True):
+            if self._backgrounds is not None and self._backgrounds_done is not None:
+                self._backgrounds.cancel()  # the cron clock's lead is given up first
+                await self._backgrounds_done.wait()
             self.registry.halt()
             assert self._abandon is not None
             await self.lifecycle.drain(self.drain_timeout, self._abandon)
@@ -287,13 +336,22 @@ class EngineCore:
 
     async def wait_for_completion(self, function: str) -> None:
         """Until no execution of the function (and its revisions) is unfinished: every one
-        of them watched at once, so none waits for the commit of the one before it."""
+        of them watched at once, so none waits for the commit of the one before it. On a
+        shared store, those other engines hold or that wait in the shared queue too."""
         while True:
             self.check_running()
             lives = self._unfinished(function)
-            if not lives:
+            waiters = [self.lifecycle.watch(live) for live in lives]
+            if self.store.shared:
+                held = {live.record.id for live in lives}
+                await self.store.flush()
+                query = ExecutionQuery(function=function, statuses=UNFINISHED_STATUSES)
+                for execution_id in await self.store.list_ids(query):
+                    if execution_id not in held:
+                        waiters.append(self.lifecycle.watch_elsewhere(execution_id))
+            if not waiters:
                 return
-            for waiter in [self.lifecycle.watch(live) for live in lives]:
+            for waiter in waiters:
                 await waiter.wait()
 
     # -- events and triggers --------------------------------------------------------------
@@ -301,6 +359,11 @@ class EngineCore:
     @property
     def trigger_records(self) -> Mapping[str, TriggerRecord]:
         return self.triggering.records
+
+    async def count_firings(self) -> None:
+        """On a shared store, bring the triggers' counts (fired, suppressed, missed) up to
+        what every engine stored, before they are shown."""
+        await self.triggering.refresh_counts()
 
     def trigger_named(self, name: str) -> TriggerRecord | None:
         return self.triggering.named(name)

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Literal
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 
-from ..errors import DefinitionError, UnknownFunctionError
+from ..errors import DefinitionError, TriggerfishError, UnknownFunctionError
 from ..log import logger
 from ..models import (
     Deployment,
@@ -41,9 +42,10 @@ from ..models import (
     ServiceSpec,
     ServiceStatus,
 )
-from ..store.abc import Store
+from ..store.abc import Channel, Store
 from . import codebase
 from .core import EngineCore, Service
+from .told import Told
 
 __all__ = ["DeploymentManager", "pinned"]
 
@@ -151,8 +153,11 @@ class DeploymentManager:
         self.current: dict[str, Deployment] = {}
         self.paused: set[str] = set()
         self._lock = anyio.Lock()
+        self._changed = Told()  # services other engines deployed, paused or resumed
         core.on_start(self._restore)
         core.on_stop(self._forget)
+        core.store.hear(Channel.SERVICES, self._changed.add)
+        core.in_background(self._hear_changes)
 
     @property
     def store(self) -> Store:
@@ -289,6 +294,42 @@ class DeploymentManager:
             await self._run(current, current=True)
         if by_name:
             logger.info("services_restored", services=sorted(by_name))
+
+    async def _hear_changes(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Run here what other engines on a shared store deployed, and pause and resume what
+        they did (a store out of reach, or a version that cannot run here, is logged)."""
+        task_status.started()
+        while True:
+            changed = await self._changed.take()
+            try:
+                await self._follow(changed)
+            except (TriggerfishError, OSError, LookupError) as exc:
+                logger.error("service_change_not_followed", error=str(exc))
+
+    async def _follow(self, names: set[str] | None) -> None:
+        versions = await self.store.service_versions()
+        paused = await self.store.inactive_services()
+        latest: dict[str, Deployment] = {}
+        for deployment in versions:
+            if names is None or deployment.name in names:
+                latest[deployment.name] = deployment
+        async with self._lock:
+            for name, deployment in sorted(latest.items()):
+                was_paused, now_paused = name in self.paused, name in paused
+                if now_paused != was_paused:
+                    self.paused.discard(name) if not now_paused else self.paused.add(name)
+                    self.core.set_inactive(self._engine_services(name), now_paused)
+                    logger.info(
+                        "service_paused_elsewhere" if now_paused else "service_resumed_elsewhere",
+                        service=name,
+                    )
+                previous = self.current.get(name)
+                if previous is not None and previous.version >= deployment.version:
+                    continue
+                await self._run(deployment, current=True)
+                if previous is not None and previous.revision != deployment.revision:
+                    self.core.set_min_replicas(pinned(name, previous.revision), 0)
+                logger.info("service_deployed_elsewhere", service=name, version=deployment.version)
 
     async def _forget(self) -> None:
         if self._temporary is not None:

@@ -293,6 +293,9 @@ class EventHub:
         self._subscriptions: list[Subscription] = []
         self._wanted: set[type[EngineEvent]] = set()
         self._all_wanted = False
+        #: Told the kinds the subscribers want, each time that changes (see ``subscribed``).
+        self.on_subscribed: Callable[[frozenset[type[EngineEvent]]], None] | None = None
+        self._subscribed: frozenset[type[EngineEvent]] = frozenset()
 
     def wants(self, kind: type[EngineEvent]) -> bool:
         """Whether anyone reads events of ``kind``: ask before building one."""
@@ -311,6 +314,21 @@ class EventHub:
                 subscription.accepts(event)
             ):
                 subscription.offer(event)
+
+    def offer(self, event: EngineEvent) -> None:
+        """Hand ``event`` to its subscribers alone: one another engine told of (its own
+        parts heard it there)."""
+        kind = type(event)
+        for subscription in self._subscriptions:
+            if (subscription.kinds is None or kind in subscription.kinds) and (
+                subscription.accepts(event)
+            ):
+                subscription.offer(event)
+
+    @property
+    def subscribed(self) -> frozenset[type[EngineEvent]]:
+        """The kinds some subscriber wants."""
+        return self._subscribed
 
     def listen(self, kind: type[EngineEvent], listener: Listener) -> Callable[[], None]:
         """Call ``listener`` with each event of ``kind``; returns what stops it."""
@@ -357,9 +375,14 @@ class EventHub:
         for subscription in self._subscriptions:
             if subscription.kinds is None:
                 self._all_wanted = True
+                subscribed.update(EVENT_KINDS.values())
             else:
                 subscribed |= subscription.kinds
         self._wanted = subscribed | set(self._listeners)
+        if subscribed != self._subscribed:
+            self._subscribed = frozenset(subscribed)
+            if self.on_subscribed is not None:
+                self.on_subscribed(self._subscribed)
 
 
 def _kinds(kinds: Iterable[type[EngineEvent] | str] | None) -> frozenset[type[EngineEvent]] | None:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import anyio
+import anyio.abc
 
 from ..errors import (
     AttemptFailure,
@@ -104,6 +106,15 @@ class Held(enum.Enum):
 
     UNTIL_COMMITTED = "until committed"  # made by a trigger: queued once its row is
     BACKING_OFF = "backing off"  # waiting out its retry delay
+    # On a shared store, given to the shared queue: this engine forgets it once its row (with
+    # no owner) is committed, and whichever engine has room claims it. Made by a trigger
+    # (SHARED_FIRED): its firing is counted then too.
+    SHARED = "shared"
+    SHARED_FIRED = "shared, fired"
+
+
+#: What a commit does with a held execution once its row is committed.
+_SHARED = frozenset({Held.SHARED, Held.SHARED_FIRED})
 
 
 class Waiter:
@@ -175,6 +186,25 @@ class Dispatch(Functions, Protocol):
     def withdraw(self, record: ExecutionRecord) -> None:
         """Take a queued execution out of its pool's queue (no-op if it is not queued)."""
 
+    def room(self, service: str) -> int:
+        """How many more executions of ``service`` this engine should take now, where work is
+        shared among engines: what its replicas run at most, and some queued ahead."""
+
+    def functions_of(self, service: str | None) -> Collection[str]:
+        """The functions of a service (None: of every service); none if it is unknown."""
+
+    def watch_room(self, service: str, room_opened: Callable[[str], None] | None) -> None:
+        """Call ``room_opened(service)`` each time a slot of the service's pool frees while
+        its queue runs low (None: no more)."""
+
+
+class SharedWork(Protocol):
+    """The part that claims work from a shared store's shared queue."""
+
+    def may_have_work(self, functions: Iterable[str] | None) -> None:
+        """The shared queue may hold executions of ``functions`` (None: of any function):
+        claim them while this engine has room."""
+
 
 class Firings(Protocol):
     """The triggering part, told of each triggered execution whose creation is committed."""
@@ -236,8 +266,16 @@ class Lifecycle:
         self.live: dict[str, Live] = {}
         self.placed: dict[str, Live] = {}  # on a replica now
         self._watched: dict[str, Live] = {}  # with a waiter, until it is settled
-        # Set when another engine on a shared store finished it (or this one took it over).
-        self._elsewhere: dict[str, anyio.Event] = {}
+        # On a shared store: waiters for executions that other engines hold or that wait in
+        # the shared queue, settled from the store once another engine tells it finished them
+        # (ids to read in ``_unread``), or handed to a Live when this engine takes one.
+        self._remote: dict[str, Waiter] = {}
+        self._unread: set[str] = set()
+        self._read_wake = anyio.Event()
+        self._cancels_unheard = False  # some asks to cancel may have gone unheard
+        # Triggered executions kept by this engine that wait for their commit, by service:
+        # room they take before any pool counts them.
+        self._born: dict[str, int] = {}
         self._stop_hearing: Callable[[], None] | None = None  # the waiters' listener
         self.accepting = False  # new executions are refused while the engine is not running
         self._killed_replicas: set[str] = set()
@@ -245,11 +283,15 @@ class Lifecycle:
         self._dispatch: Dispatch | None = None
         self._timers: Timers | None = None
         self._firings: Firings | None = None
+        self._sharing: SharedWork | None = None
 
-    def attach(self, dispatch: Dispatch, timers: Timers, firings: Firings) -> None:
+    def attach(
+        self, dispatch: Dispatch, timers: Timers, firings: Firings, sharing: SharedWork
+    ) -> None:
         self._dispatch = dispatch
         self._timers = timers
         self._firings = firings
+        self._sharing = sharing
 
     @property
     def dispatch(self) -> Dispatch:
@@ -278,12 +320,15 @@ class Lifecycle:
     ) -> list[Live]:
         """New PENDING executions of ``function``, one per pickled input; returns once they
         are committed. They are queued at once, so that dispatch overlaps with their commit
-        (they may already run by then); ``watch`` gives each a waiter before any can finish."""
+        (they may already run by then); ``watch`` gives each a waiter before any can finish.
+        On a shared store, those this engine has no room for go to the shared queue."""
         self.check_open()
         spec = self.dispatch.spec_of(function)
         now = time.time()
-        lives = []
+        keep = self._room(spec.service) if self.store.shared else len(inputs)
+        lives: list[Live] = []
         for execution_id, blob in zip(new_execution_ids(len(inputs)), inputs, strict=True):
+            kept = len(lives) < keep
             record = ExecutionRecord(
                 id=execution_id,
                 function=spec.name,
@@ -293,16 +338,18 @@ class Lifecycle:
                 created_at=now,
                 parent_id=parent_id,
                 lineage=lineage,
-                engine_id=self.engine_id,
+                engine_id=self.engine_id if kept else None,
             )
             record.status_log.append((now, PENDING, None, ""))
             live = self.live[record.id] = Live(record)
+            if not kept:
+                live.held = Held.SHARED
             if watch:
                 self.watch(live)
             lives.append(live)
         # Generators, not lists: a list of a big batch's records raised the engine's peak
         # memory by 8 bytes an execution.
-        self.dispatch.enqueue_all(live.record for live in lives)  # the others wait (waiting)
+        self.dispatch.enqueue_all(live.record for live in itertools.islice(lives, keep))
         self.store.create_all(((live.record, None) for live in lives), lazy=False)
         if self.hub.wants(ExecutionCreated):
             for live in lives:
@@ -314,23 +361,88 @@ class Lifecycle:
     def adopt(self, record: ExecutionRecord, *, born: bool) -> Live:
         """A triggered execution, stamped (see ``stamp``), is the lifecycle's from now on;
         ``born`` ones are queued once their creation is committed (see ``committed``), the
-        others by their creator."""
+        others by their creator (see ``adopt_all``)."""
         self.adopt_all((record,), born=born)
         return self.live[record.id]
 
-    def adopt_all(self, records: Sequence[ExecutionRecord], *, born: bool) -> None:
-        """``adopt`` for each."""
+    def adopt_all(self, records: Sequence[ExecutionRecord], *, born: bool) -> list[ExecutionRecord]:
+        """``adopt`` for each; returns those this engine keeps, for their creator to queue
+        (not ``born`` ones). On a shared store, those it has no room for go to the shared
+        queue instead, at their commit."""
         live, engine_id = self.live, self.engine_id
-        for record in records:
-            record.engine_id = engine_id  # its owner (see Store): whose writes change its row
-            live[record.id] = Live(record, born=born)
+        if not self.store.shared:
+            for record in records:
+                record.engine_id = engine_id  # its owner (see Store): whose writes change its row
+                live[record.id] = Live(record, born=born)
+            kept = list(records) if not born else []
+        else:
+            kept = self._share_overflow(records, born)
         if self.hub.wants(ExecutionCreated):
             for record in records:
                 self._tell_created(record)
+        return kept
+
+    def _share_overflow(
+        self, records: Sequence[ExecutionRecord], born: bool
+    ) -> list[ExecutionRecord]:
+        """``adopt_all`` on a shared store: each kept while its service has room."""
+        live, engine_id = self.live, self.engine_id
+        rooms: dict[str, int] = {}
+        kept = []
+        for record in records:
+            service = record.service
+            room = rooms.get(service)
+            if room is None:
+                room = self._room(service)
+            if room > 0:
+                rooms[service] = room - 1
+                record.engine_id = engine_id
+                live[record.id] = Live(record, born=born)
+                if born:
+                    self._born[service] = self._born.get(service, 0) + 1
+                else:
+                    kept.append(record)
+            else:
+                rooms[service] = 0
+                record.engine_id = None
+                shared = live[record.id] = Live(record)
+                shared.held = Held.SHARED_FIRED if born else Held.SHARED
+        return kept
+
+    def _room(self, service: str) -> int:
+        return self.dispatch.room(service) - self._born.get(service, 0)
+
+    def _unborn(self, live: Live) -> None:
+        """A triggered execution this engine kept is committed, or will never be."""
+        if live.held is Held.UNTIL_COMMITTED and self._born:
+            service = live.record.service
+            left = self._born.get(service, 0) - 1
+            if left > 0:
+                self._born[service] = left
+            else:
+                self._born.pop(service, None)
 
     def enqueue(self, live: Live, *, front: bool = False) -> None:
         if not self.dispatch.enqueue(live.record, front=front):
-            self.not_queued(live.record)
+            if self.store.shared:  # another engine may run it: it goes to the shared queue
+                self._share(live)
+            else:
+                self.not_queued(live.record)
+
+    def _share(self, live: Live) -> None:
+        """Give an execution this engine owns, PENDING and in no queue, to the shared queue:
+        its row says so at the next commit, and this engine forgets it then."""
+        record = live.record
+        self.timers.disarm(record.id)
+        record.engine_id = None
+        live.held = Held.SHARED
+        self.store.save(record)
+
+    def work_wanted(self, functions: Iterable[str]) -> None:
+        """A pool for ``functions`` started, or resumed: on a shared store, it claims their
+        work from the shared queue."""
+        if self.store.shared and self._sharing is not None:
+            self._sharing.may_have_work(functions)
 
     @staticmethod
     def not_queued(record: ExecutionRecord) -> None:
@@ -415,37 +527,80 @@ class Lifecycle:
                         raise EngineClosedError(
                             f"execution {execution_id} is not run by this engine"
                         )
-                    return await self._wait_elsewhere(execution_id)
+                    return await self.wait_for(self.watch_elsewhere(execution_id))
             self.check_open()
             return await self.wait_for(self.watch(live))
 
-    async def _wait_elsewhere(self, execution_id: str) -> ExecutionRecord:
-        """The record once another engine on the store finished it (``finished_elsewhere``
-        tells of it), or, if this engine took it over meanwhile, once it finished here."""
-        while True:
-            told = self._elsewhere.get(execution_id)
-            if told is None:
-                told = self._elsewhere[execution_id] = anyio.Event()
-            stored = await self.store.get(execution_id)  # read once a notice would be heard
-            if stored is None:
-                raise ExecutionNotFoundError(f"no execution has the id {execution_id!r}")
-            if stored.terminated:
-                return stored
-            live = self.live.get(execution_id)
-            if live is not None:
-                return await self.wait_for(self.watch(live))
-            self.check_open()
-            await told.wait()
+    def watch_elsewhere(self, execution_id: str) -> Waiter:
+        """A waiter for an execution this engine may not hold (on a shared store): settled
+        once another engine finished it (read from the store, which is read once now, in
+        case that happened already), or handed to the execution's Live if this engine
+        takes it over."""
+        live = self.live.get(execution_id)
+        if live is not None:
+            return self.watch(live)
+        waiter = self._remote.get(execution_id)
+        if waiter is None:
+            waiter = self._remote[execution_id] = Waiter()
+            self._to_read((execution_id,))
+        return waiter
 
     def finished_elsewhere(self, execution_ids: Sequence[str] | None) -> None:
-        """The store's word that other engines finished these executions (None: any)."""
+        """Heard (``Channel.FINISHED``): other engines finished these executions (None: some
+        may have gone unheard). Their waiters here read them from the store."""
+        remote = self._remote
         if execution_ids is None:
-            told, self._elsewhere = list(self._elsewhere.values()), {}
-        else:
-            pop = self._elsewhere.pop
-            told = [e for i in execution_ids if (e := pop(i, None)) is not None]
-        for event in told:
-            event.set()
+            self._to_read(list(remote))
+        elif remote:
+            self._to_read([i for i in execution_ids if i in remote])
+
+    def _to_read(self, execution_ids: Iterable[str]) -> None:
+        self._unread.update(execution_ids)
+        if self._unread:
+            self._read_wake.set()
+
+    def cancel_asked(self, messages: Sequence[str] | None) -> None:
+        """Heard (``Channel.CANCEL``): another engine asks the owner of an execution to cancel
+        it (None: some asks may have gone unheard; the store is asked which)."""
+        if messages is None:
+            self._cancels_unheard = True
+            self._read_wake.set()
+            return
+        now = time.time()
+        for message in messages:
+            owner, _, execution_id = message.partition(" ")
+            live = self.live.get(execution_id) if owner == self.engine_id else None
+            if live is not None:
+                self._cancel_live(live, "cancelled at another engine's request", now)
+
+    async def hear_elsewhere(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """On a shared store, while the engine runs: read the executions other engines
+        finished that someone here waits for, many in one read, and settle their waiters;
+        look for the asks to cancel that went unheard."""
+        task_status.started()
+        while True:
+            await self._read_wake.wait()
+            self._read_wake = anyio.Event()
+            try:
+                if self._cancels_unheard:
+                    self._cancels_unheard = False
+                    now = time.time()
+                    for execution_id in await self.store.asked_to_cancel():
+                        live = self.live.get(execution_id)
+                        if live is not None:
+                            self._cancel_live(live, "cancelled at another engine's request", now)
+                unread: set[str] = set()
+                unread, self._unread = self._unread, unread
+                wanted = [i for i in unread if i in self._remote]
+                for start in range(0, len(wanted), 1000):
+                    for record in await self.store.get_many(wanted[start : start + 1000]):
+                        if record.terminated:
+                            waiter = self._remote.pop(record.id, None)
+                            if waiter is not None:
+                                waiter.settle(record)
+            except StoreUnavailableError as exc:  # read at the next word, or reconnection
+                self._unread |= unread
+                logger.warning("engine_remote_read_failed", error=str(exc))
 
     @staticmethod
     async def wait_for(waiter: Waiter) -> ExecutionRecord:
@@ -666,23 +821,52 @@ class Lifecycle:
     # -- cancelling, deadlines, reruns ----------------------------------------------------
 
     async def cancel(self, execution_id: str) -> None:
-        """At once if queued, via CANCELLING if running; a no-op if final."""
+        """At once if queued, via CANCELLING if running; a no-op if final. On a shared store,
+        one in the shared queue is claimed and cancelled here, and one another engine holds
+        is marked for it to cancel (see ``Store.ask_to_cancel``)."""
         self.check_open()
         record = await self.record(execution_id)
-        live = self.live.get(execution_id)
-        if record.terminated or live is None:
+        if record.terminated:
             return
-        now = time.time()
+        live = self.live.get(execution_id)
+        if live is None and self.store.shared:
+            live = await self._cancel_elsewhere(execution_id)
+        if live is not None:
+            self._cancel_live(live, "cancelled before it ran", time.time())
+
+    async def _cancel_elsewhere(self, execution_id: str) -> Live | None:
+        """An execution this engine does not hold, to cancel: claimed from the shared queue
+        (its Live, to cancel here), or asked of its owner (None). An execution that moves
+        between the two meanwhile is looked at again."""
+        while True:
+            claimed = await self.store.claim_ids((execution_id,))
+            if claimed:
+                self.take(claimed)
+                return self.live.get(execution_id)
+            if await self.store.ask_to_cancel(execution_id) is not None:
+                return None
+            stored = await self.store.get(execution_id)
+            live = self.live.get(execution_id)
+            if live is not None or stored is None or stored.terminated:
+                return live
+            if stored.engine_id == self.engine_id:  # taken by this engine meanwhile
+                return self.live.get(execution_id)
+
+    def _cancel_live(self, live: Live, message: str, now: float) -> None:
+        """Cancel an unfinished execution this engine holds."""
+        record = live.record
+        if record.terminated:
+            return
         if live.slots is not None:
             if record.status is not CANCELLING:
                 self._change(live, CANCELLING, "cancel requested", now)
                 self._ask_to_stop(live, StopReason.CANCEL)
             return
         self.dispatch.withdraw(record)
-        self.timers.disarm(execution_id)
+        self.timers.disarm(record.id)
         if live.held is Held.BACKING_OFF:  # one made by a trigger is still counted once stored
             live.held = None
-        self._finish(live, CANCELLED, "cancelled before it ran", now)
+        self._finish(live, CANCELLED, message, now)
 
     def _ask_to_stop(self, live: Live, reason: StopReason) -> None:
         assert live.slots is not None
@@ -743,27 +927,50 @@ class Lifecycle:
 
     # -- starting and stopping ------------------------------------------------------------
 
-    async def recover(self) -> None:
+    async def recover(self) -> tuple[str, ...]:
         """Take back what an earlier run of the engine left unfinished, or what an engine on
-        the same store that is gone left (``Store.take_unfinished``): the engine that ran
-        them stopped, so RUNNING ones lose that attempt, as at a restart."""
+        the same store that is gone left (``Store.take_unfinished``); on a shared store, the
+        gone engines' PENDING work went to the shared queue, which is then claimed from.
+        The ids of the engines whose work was taken (on a store of one engine: none)."""
+        adopted = await self.store.take_unfinished()
+        self.take(adopted.executions)
+        if self.store.shared and self._sharing is not None:
+            self._sharing.may_have_work(None)
+        return adopted.engines
+
+    def take(self, records: Iterable[ExecutionRecord]) -> None:
+        """Executions this engine was given by the store (an earlier run's, a gone engine's,
+        or claimed from the shared queue) are its own: queued, or, where the engine that
+        ran them stopped, RUNNING ones lose that attempt, as at a restart. One another engine
+        asked to cancel is cancelled. Those this engine holds already are skipped."""
         now = time.time()
-        for record in await self.store.take_unfinished():
+        for record in records:
             if record.id in self.live:
                 continue
             record.engine_id = self.engine_id
             live = self.live[record.id] = Live(record)
-            self.finished_elsewhere((record.id,))  # its waiters here wait for it here now
+            waiter = self._remote.pop(record.id, None)
+            if waiter is not None:  # its waiters here wait for it here now
+                live.waiter = waiter
+                self._watched[record.id] = live
+                if self._stop_hearing is None:
+                    self._stop_hearing = self.hub.listen(ExecutionFinished, self._finished)
             if record.status is RUNNING:
+                if record.cancel_requested:
+                    self._change(live, CANCELLING, "cancel requested", now)
+                    self._finish(live, CANCELLED, "cancelled; the engine running it was gone", now)
+                    continue
                 failure = EngineStoppedError(
                     f"the engine stopped while attempt {record.attempts} ran"
                 )
                 self._attempt_failed(live, failure.triple(), now)
+                logger.info("execution_recovered", execution_id=record.id, status="RUNNING")
             elif record.status is CANCELLING:
                 self._finish(live, CANCELLED, "cancelled while the engine was down", now)
+            elif record.cancel_requested:
+                self._finish(live, CANCELLED, "cancelled at another engine's request", now)
             else:
                 self.enqueue(live)
-            logger.info("execution_recovered", execution_id=record.id, status=record.status.value)
 
     async def drain(self, timeout: float, abandoned: anyio.CancelScope) -> None:
         """Wait, at most ``timeout`` seconds, until no execution runs (``abandoned``, when
@@ -776,7 +983,8 @@ class Lifecycle:
 
     def put_back(self) -> None:
         """The engine stops: what still runs goes back to PENDING for the next start (that
-        attempt does not count); a cancel is not undone."""
+        attempt does not count); a cancel is not undone. On a shared store, everything this
+        engine holds that has not run goes to the shared queue, for the other engines."""
         now = time.time()
         for execution_id, live in list(self.placed.items()):
             del self.placed[execution_id]
@@ -787,16 +995,25 @@ class Lifecycle:
             live.record.attempts -= 1
             message = "the engine stopped while it ran; it runs again at the next start"
             self._change(live, PENDING, message, now)
+        if self.store.shared:
+            for live in self.live.values():
+                if live.record.status is PENDING and live.held not in _SHARED:
+                    self.dispatch.withdraw(live.record)
+                    self._share(live)
 
     def release_waiters(self) -> None:
         """Nobody waits forever on a stopped engine."""
         for live in self.live.values():
             if live.waiter is not None:
                 live.waiter.settle(None)
+        for waiter in self._remote.values():
+            waiter.settle(None)
         self.live.clear()
         self._watched.clear()
+        self._remote.clear()
+        self._unread.clear()
+        self._born.clear()
         self._hear_no_more()
-        self.finished_elsewhere(None)
 
     def _hear_no_more(self) -> None:
         if self._stop_hearing is not None and not self._watched:
@@ -821,27 +1038,40 @@ class Lifecycle:
             live = self.live.get(execution_id)
             if live is None:
                 continue
-            if live.held is not Held.UNTIL_COMMITTED:
+            if live.held is not Held.UNTIL_COMMITTED and live.held not in _SHARED:
                 self._fired_again(live)
                 continue
+            self._unborn(live)
             del self.live[execution_id]
+            self._watched.pop(execution_id, None)
             live.fate = REFUSED
         live_now, terminal = self.live, TERMINAL_STATUSES
         tell, publish, now = self.hub.wants(ExecutionFinished), self.hub.publish, time.time()
+        shared: set[str] = set()
         for execution_id, status in written:
             live = live_now.get(execution_id)
             if live is None:
                 continue
             record = live.record
-            if live.held is Held.UNTIL_COMMITTED:
-                live.held = None
-                if record.trigger_id is not None:
+            held = live.held
+            if held is not None and held is not Held.BACKING_OFF:  # waited for this commit
+                if held is not Held.SHARED and record.trigger_id is not None:
                     assert self._firings is not None
                     self._firings.count_fired(record.trigger_id)
                     if self.hub.wants(TriggerFired):
                         self.hub.publish(fired(record, record.trigger_id))
-                if record.status is PENDING:
-                    self.enqueue(live)
+                if held is Held.UNTIL_COMMITTED:
+                    self._unborn(live)
+                    live.held = None
+                    if record.status is PENDING:
+                        self.enqueue(live)
+                elif record.status is PENDING:  # in the shared queue from now on
+                    del live_now[execution_id]
+                    self._forget_shared(live)
+                    shared.add(record.function)
+                    continue
+                else:
+                    live.held = None  # cancelled before its commit
             if status not in terminal or record.status not in terminal:
                 continue  # unfinished, or run again (rerun) since this commit was prepared
             del live_now[execution_id]
@@ -854,7 +1084,15 @@ class Lifecycle:
                         status=record.status.value,
                     )
                 )
+        if shared and self._sharing is not None:  # claimed back here too, if room opens
+            self._sharing.may_have_work(shared)
         self._hear_no_more()
+
+    def _forget_shared(self, live: Live) -> None:
+        """An execution given to the shared queue: its waiter here waits for whoever runs it."""
+        if live.waiter is not None:
+            self._watched.pop(live.record.id, None)
+            self._remote[live.record.id] = live.waiter
 
     def _unstorable(self, execution_id: str, why: str) -> None:
         """An execution the store could not write (its own fault, such as a value no row can
@@ -862,6 +1100,7 @@ class Lifecycle:
         live = self.live.pop(execution_id, None)
         if live is None:
             return
+        self._unborn(live)
         live.fate = why
         self._watched.pop(execution_id, None)
         if live.slots is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from operator import attrgetter
 
 import anyio
@@ -135,6 +135,23 @@ class Registry:
         if pool is not None:
             pool.remove(record)
 
+    def room(self, service: str) -> int:
+        pool = self.pools.get(service)
+        if pool is None or pool.halted:
+            return 0
+        return pool.room()
+
+    def functions_of(self, service: str | None) -> Collection[str]:
+        if service is None:
+            return list(self.functions)
+        registered = self.services.get(service)
+        return list(registered.functions) if registered is not None else []
+
+    def watch_room(self, service: str, room_opened: Callable[[str], None] | None) -> None:
+        pool = self.pools.get(service)
+        if pool is not None:
+            pool.on_room = room_opened
+
     # -- registering ----------------------------------------------------------------------
 
     def register(self, service: Service) -> None:
@@ -205,6 +222,8 @@ class Registry:
             pool = self.pools.get(name)
             if pool is not None:
                 pool.pause() if inactive else pool.resume()
+                if not inactive:
+                    self._lifecycle.work_wanted(pool.functions)
 
     # -- pools ----------------------------------------------------------------------------
 
@@ -253,6 +272,13 @@ class Registry:
                 missing = FunctionMissingError(f"{name} has no {record.function}")
                 self._lifecycle.fail_queued(record, missing, now)
         await self._task_group.start(pool.run, self._task_group, name=f"pool-{name}")
+        self._lifecycle.work_wanted(service.functions)
+
+    async def remove_left_by(self, engine_ids: Collection[str]) -> None:
+        """Remove the replicas that engines now gone left running, on every runtime started
+        here (one that no service here uses was not started, and is not asked)."""
+        for runtime in list(self._started_runtimes):
+            await runtime.remove_left_by(engine_ids)
 
     def halt(self) -> None:
         """The engine stops: no pool starts anything more."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import anyio
@@ -23,6 +23,11 @@ from ..models import ExecutionRecord, FunctionSpec, ServiceSpec, ServiceState
 from .deadlines import DeadlineQueue
 from .replica import protocol
 from .runtimes.abc import Replica, ReplicaListener, ReplicaPlan, Runtime
+
+#: On a store several engines share, how many executions a pool takes queued ahead of what
+#: its replicas run, at least (as many as they run at most, if that is more); the rest wait
+#: in the shared queue for whichever engine has room.
+PREFETCH = 32
 
 
 class Slots:
@@ -97,8 +102,23 @@ class ServicePool(ReplicaListener):
         self._task_group: TaskGroup | None = None
         self._stopping = False
         self._init_reported: set[str] = set()
+        # Called when a slot frees and the queue runs low, while the shared queue may hold
+        # this pool's work (set by the part that claims it).
+        self.on_room: Callable[[str], None] | None = None
 
     # -- what the engine calls ------------------------------------------------------------
+
+    def room(self) -> int:
+        """How many more executions this pool should hold, where work is shared among
+        engines: its replicas' slots at their most, and as many again queued (PREFETCH at
+        least), less what it holds."""
+        capacity = self.spec.max_replicas * self.spec.concurrency
+        return capacity + max(capacity, PREFETCH) - self.queued - sum(self.running.values())
+
+    def _low(self) -> bool:
+        """Whether the queue is low enough for a claim to be worth a round trip."""
+        capacity = self.spec.max_replicas * self.spec.concurrency
+        return self.queued <= max(capacity, PREFETCH) // 2
 
     def enqueue(self, record: ExecutionRecord) -> None:
         self.queues[record.function].append(record)
@@ -147,6 +167,8 @@ class ServicePool(ReplicaListener):
                 else:
                     self._arm_idle(slots)
             self._wake.set()
+            if self.on_room is not None and self._low():
+                self.on_room(self.spec.name)
 
     def pause(self) -> None:
         """Inactive: start nothing more; idle replicas stop now, busy ones once their work

@@ -14,19 +14,20 @@ Everything here creates executions through the lifecycle and learns of the regis
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import pickle
 import secrets
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from .. import _json
-from ..errors import ConfigurationError, TriggerNotFoundError
+from ..errors import ConfigurationError, StoreUnavailableError, TriggerNotFoundError
 from ..log import logger
 from ..models import (
     CronTriggerSpec,
@@ -41,15 +42,19 @@ from ..models import (
     new_execution_id,
     new_execution_ids,
 )
-from ..triggers.cron import CronSchedule, plan_misfires
+from ..triggers.cron import CronSchedule, missed_times, plan_misfires
 from ..triggers.definitions import validate_spec
 from .bus import EventBus
 from .clock import CronClock
 from .events import CronMissed, EventHub, ExecutionStatusChanged, TriggerFired, TriggerSuppressed
 from .lifecycle import Functions, Lifecycle, Live, fired, stamp
 from .replica.views import JSON, REPR
+from .told import Told
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: How many of the fire times a cron trigger missed are looked at one by one (older ones are
+#: only counted as missed).
+MISFIRE_LIMIT = 10_000
 #: The largest result view an Execution statusChanged event carries as its result.
 EVENT_RESULT_LIMIT = 64 * 1024
 
@@ -119,34 +124,147 @@ class Triggering:
         self._staging: tuple[datetime | None, str, int] = (None, "", 0)
         self._cron_inputs: dict[str, tuple[object, bytes]] = {}  # id -> (spec, pickled input)
         self.cron_lateness: deque[float] = deque(maxlen=100_000)
-        self.running = False
+        self.running = False  # set by the engine once it takes work
+        self.leading = False  # this engine runs the cron clock (see lead_changed)
         self._stop_hearing_statuses: Any = None
+        self._changed = Told()  # triggers other engines changed, to read again
 
     # -- starting -------------------------------------------------------------------------
 
-    async def start(self, task_group: TaskGroup) -> list[TriggerRecord]:
+    async def start(self, task_group: TaskGroup) -> None:
         """Load the stored triggers and start the cron clock; event triggers match from now
-        (recovery's status changes are events too). Cron triggers wait for ``arm_cron``."""
+        (recovery's status changes are events too). Cron triggers wait for the lead of the
+        clock (``lead_changed``)."""
         await task_group.start(self.clock.run, name="cron-clock")
-        stored = await self._lifecycle.store.list_triggers()
-        for trigger in stored:
-            self.records[trigger.id] = trigger
-            self._ids[trigger.spec.name] = trigger.id
-            if isinstance(trigger.spec, EventTriggerSpec):
-                self.bus.watch(trigger)
+        for trigger in await self._lifecycle.store.list_triggers():
+            self._add(trigger)
         self._hear_statuses()
-        return stored
 
-    def arm_cron(self, stored: list[TriggerRecord]) -> None:
-        """Schedule the stored cron triggers, running what they missed by their policy."""
-        self.running = True
+    async def lead_changed(self, leading: bool) -> None:
+        """This engine now runs the cron clock (among the engines on its store, one does),
+        or no longer does. Taking the lead, it reads the cron triggers' cursors as stored
+        and runs what they missed by their policy (for a gap between two leaders too);
+        giving it up, it unschedules them."""
+        if not leading:
+            self.leading = False
+            for trigger in self.records.values():
+                if isinstance(trigger.spec, CronTriggerSpec):
+                    self.clock.unschedule(trigger.id)
+            return
+        store = self._lifecycle.store
         now = time.time()
-        for trigger in stored:
-            if isinstance(trigger.spec, CronTriggerSpec):
-                self._arm(trigger, now, recovering=True)
+        crons = [
+            trigger
+            for trigger in map(self._refreshed, await store.list_triggers())
+            if isinstance(trigger.spec, CronTriggerSpec)
+        ]
+        # The times since each cursor that were fired, by an engine that stopped (or lost
+        # the lead) before it stored the cursor past them: neither run again nor missed.
+        keys = {(t.id, when.isoformat()) for t in crons for when in self._since_cursor(t, now)}
+        fired = await store.fired_keys(keys) if keys else set()
+        self.leading = True
+        for trigger in crons:
+            done = {datetime.fromisoformat(key) for tid, key in fired if tid == trigger.id}
+            self._arm(trigger, now, recovering=True, fired=done)
+
+    @staticmethod
+    def _since_cursor(trigger: TriggerRecord, now: float) -> list[datetime]:
+        """The fire times of an active cron trigger after its cursor, up to ``now``."""
+        spec = trigger.spec
+        if not isinstance(spec, CronTriggerSpec) or not spec.active:
+            return []
+        if trigger.cursor is None or trigger.cursor >= now:
+            return []
+        schedule = CronSchedule.parse(spec.cron, spec.timezone, spec.start_at, spec.end_at)
+        cursor = datetime.fromtimestamp(trigger.cursor, UTC)
+        return missed_times(schedule, cursor, datetime.fromtimestamp(now, UTC), MISFIRE_LIMIT).times
 
     def stop(self) -> None:
         self.running = False
+
+    def _add(self, trigger: TriggerRecord) -> None:
+        self.records[trigger.id] = trigger
+        self._ids[trigger.spec.name] = trigger.id
+        if isinstance(trigger.spec, EventTriggerSpec):
+            self.bus.watch(trigger)
+
+    def _refreshed(self, fresh: TriggerRecord) -> TriggerRecord:
+        """A trigger as stored: the record this engine keeps, brought up to it."""
+        trigger = self.records.get(fresh.id)
+        if trigger is None:
+            self._add(fresh)
+            return fresh
+        if trigger.spec.name != fresh.spec.name:
+            self._ids.pop(trigger.spec.name, None)
+            self._ids[fresh.spec.name] = fresh.id
+        for field in dataclasses.fields(TriggerRecord):
+            setattr(trigger, field.name, getattr(fresh, field.name))
+        return trigger
+
+    async def refresh_counts(self) -> None:
+        """On a shared store, the triggers' counts as every engine stored them (each engine
+        counts its own firings, suppressions and misses, and the store sums them up): read
+        before they are shown. A trigger whose spec changed elsewhere is read again."""
+        store = self._lifecycle.store
+        if not store.shared:
+            return
+        await store.flush()  # this engine's counts so far are in what is read
+        changed = []
+        for fresh in await store.trigger_counts():
+            trigger = self.records.get(fresh.id)
+            if trigger is None or trigger.spec != fresh.spec:
+                changed.append(fresh.id)
+                continue
+            trigger.fired, trigger.suppressed, trigger.missed = (
+                fresh.fired,
+                fresh.suppressed,
+                fresh.missed,
+            )
+            trigger.last_suppressed_at = fresh.last_suppressed_at
+            trigger.last_suppressed_reason = fresh.last_suppressed_reason
+            trigger.last_missed_at = fresh.last_missed_at
+        if changed:
+            self.changed_elsewhere(changed)
+
+    # -- what other engines changed -------------------------------------------------------
+
+    def changed_elsewhere(self, trigger_ids: Sequence[str] | None) -> None:
+        """Heard (``Channel.TRIGGERS``): other engines created, changed or deleted these
+        triggers (None: some may have gone unheard)."""
+        self._changed.add(trigger_ids)
+
+    async def hear_changes(self, *, task_status: TaskStatus[None]) -> None:
+        """Read the triggers other engines changed, and make each change take effect here as
+        it did there (a store out of reach: read at the next word)."""
+        task_status.started()
+        while True:
+            changed = await self._changed.take()
+            store = self._lifecycle.store
+            try:
+                if changed is None:
+                    fresh = await store.list_triggers()
+                    looked_at: Collection[str] = set(self.records) | {t.id for t in fresh}
+                else:
+                    fresh = await store.get_triggers(changed)
+                    looked_at = changed
+            except StoreUnavailableError as exc:
+                logger.warning("trigger_changes_unread", error=str(exc))
+                continue
+            self._apply(looked_at, fresh)
+
+    def _apply(self, looked_at: Collection[str], fresh: list[TriggerRecord]) -> None:
+        now = time.time()
+        found = {trigger.id: trigger for trigger in fresh}
+        for trigger_id in looked_at:
+            if trigger_id not in found and trigger_id in self.records:
+                self._forget(self.records[trigger_id])
+                logger.info("trigger_deleted_elsewhere", trigger_id=trigger_id)
+        for trigger in fresh:
+            mine = self.records.get(trigger.id)
+            if mine is not None and mine.spec == trigger.spec:
+                continue  # its state moved on (counts, cursor): not a change to act on
+            logger.info("trigger_changed_elsewhere", trigger_id=trigger.id)
+            self._arm(self._refreshed(trigger), now)
 
     # -- reading and changing triggers ----------------------------------------------------
 
@@ -190,32 +308,48 @@ class Triggering:
     async def delete(self, trigger: str) -> None:
         self._lifecycle.check_open()
         found = self.find(trigger)
-        del self.records[found.id]
-        del self._ids[found.spec.name]
-        self.bus.forget(found.id)
-        self._hear_statuses()
-        self.clock.unschedule(found.id)
-        self._cron_inputs.pop(found.id, None)
+        self._forget(found)
         store = self._lifecycle.store
         store.delete_trigger(found.id)
         await store.flush()
         logger.info("trigger_deleted", trigger_id=found.id, trigger=found.spec.name)
 
-    def _arm(self, trigger: TriggerRecord, now: float, *, recovering: bool = False) -> None:
-        """Make a trigger take effect (or stop, if inactive)."""
+    def _forget(self, trigger: TriggerRecord) -> None:
+        """A deleted trigger takes effect no more."""
+        self.records.pop(trigger.id, None)
+        if self._ids.get(trigger.spec.name) == trigger.id:
+            del self._ids[trigger.spec.name]
+        self.bus.forget(trigger.id)
+        self._hear_statuses()
+        self.clock.unschedule(trigger.id)
+        self._cron_inputs.pop(trigger.id, None)
+
+    def _arm(
+        self,
+        trigger: TriggerRecord,
+        now: float,
+        *,
+        recovering: bool = False,
+        fired: Collection[datetime] = (),
+    ) -> None:
+        """Make a trigger take effect (or stop, if inactive). A cron trigger is scheduled by
+        the engine that leads the cron clock alone; ``recovering``, it runs the times since
+        its cursor by its misfire policy, but those ``fired`` already."""
         spec = trigger.spec
         if isinstance(spec, EventTriggerSpec):
             self.bus.watch(trigger)
             self._hear_statuses()
             return
-        if not spec.active:
+        if not spec.active or not self.leading:
             self.clock.unschedule(trigger.id)
             return
         schedule = CronSchedule.parse(spec.cron, spec.timezone, spec.start_at, spec.end_at)
         now_dt = datetime.fromtimestamp(now, UTC)
         if recovering and trigger.cursor is not None and trigger.cursor < now:
             cursor = datetime.fromtimestamp(trigger.cursor, UTC)
-            plan = plan_misfires(schedule, spec.misfire, spec.misfire_grace, cursor, now_dt)
+            plan = plan_misfires(
+                schedule, spec.misfire, spec.misfire_grace, cursor, now_dt, MISFIRE_LIMIT, fired
+            )
             for when in plan.run:
                 firing = self._stage(trigger.id, when)
                 if firing is not None:
@@ -438,15 +572,18 @@ class Triggering:
         # recovered one once committed, by count_fired).
         lifecycle, store = self._lifecycle, self._lifecycle.store
         records = [record for _, record, _ in created]
-        if not recovered:
-            for record in lifecycle.dispatch.enqueue_all(records):
-                lifecycle.not_queued(record)
-        lifecycle.adopt_all(records, born=recovered)
+        # On a shared store, a firing waits for its commit as a recovered one does: should
+        # another engine have fired the same time (two leaders for a moment, one of them cut
+        # off), its fire record refuses one of them before it runs.
+        born = recovered or store.shared
+        kept = lifecycle.adopt_all(records, born=born)  # on a shared store, maybe not all
+        for record in lifecycle.dispatch.enqueue_all(kept):
+            lifecycle.not_queued(record)
         # Not recovered, a firing's row and its trigger's cursor linger (see Store.save): a
         # quick job's row is then written once, created, run and finished.
-        lazy = not recovered
+        lazy = not born
         store.create_all(((record, once) for _, record, once in created), lazy=lazy)
-        if not recovered:
+        if not born:
             tell = self._hub.wants(TriggerFired)
             for trigger, record, _ in created:
                 trigger.fired += 1

@@ -10,10 +10,11 @@ milliseconds older than the engine's live one, never a newer one.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from ..models import (
     UNFINISHED_STATUSES,
@@ -27,7 +28,7 @@ from ..models import (
     TriggerRecord,
 )
 
-__all__ = ["CommitListener", "Store"]
+__all__ = ["Adopted", "Channel", "CommitListener", "Heard", "LeadChanged", "Store"]
 
 #: The query that selects every execution.
 ALL = ExecutionQuery()
@@ -38,6 +39,39 @@ ALL = ExecutionQuery()
 CommitListener = Callable[
     [Sequence[tuple[str, ExecutionStatus]], Collection[str], Mapping[str, str]], None
 ]
+#: Told what other engines on a shared store said on a channel (see ``Store.hear``); None:
+#: some may have gone unheard (the store was cut off), so look at everything again.
+Heard = Callable[[Sequence[str] | None], None]
+#: Told when this engine starts (True) or stops (False) leading the cron clock.
+LeadChanged = Callable[[bool], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """What ``Store.take_unfinished`` took: executions, and the engines that left them."""
+
+    executions: list[ExecutionRecord]
+    #: The engines that are gone whose work was taken (on a store of one engine: none).
+    engines: tuple[str, ...] = ()
+
+
+class Channel:
+    """What engines on one store tell each other, by channel (see ``Store.hear``)."""
+
+    #: Ids of executions whose final status a commit wrote (told with that commit).
+    FINISHED = "finished"
+    #: Functions of which a commit put executions in the shared queue (told with it).
+    WORK = "work"
+    #: Ids of triggers a commit created, changed or deleted (told with it).
+    TRIGGERS = "triggers"
+    #: Names of deployed services that were deployed, paused or resumed (told with it).
+    SERVICES = "services"
+    #: ``<engine id> <execution id>``: the owner is asked to cancel one it holds.
+    CANCEL = "cancel"
+    #: Engine events as JSON, for the subscribers of the engines that watch (see WATCHING).
+    EVENTS = "events"
+    #: An engine began or stopped watching other engines' events.
+    WATCHING = "watching"
 
 
 class Store(ABC):
@@ -73,12 +107,9 @@ class Store(ABC):
     #: The id the store gives the engine on it, where the store names its engines itself (a
     #: shared database's row of the active engine); None: the engine chooses one.
     engine_id: str | None = None
-    #: Whether other engines write this store too (a waiter may wait for another's work).
+    #: Whether other engines write this store too: work is shared among them (see ``claim``)
+    #: and a waiter may wait for another's work.
     shared: bool = False
-    #: On a shared store, told the ids of the executions that other engines finished, once
-    #: committed; None: some may have gone unheard (the store was cut off), look at all
-    #: again. The engine sets it before ``start``.
-    finished_elsewhere: Callable[[Sequence[str] | None], None] | None = None
 
     @abstractmethod
     async def start(self, task_group: TaskGroup, listener: CommitListener | None = None) -> None:
@@ -128,12 +159,27 @@ class Store(ABC):
             self.save_trigger(trigger, lazy=lazy)
 
     @abstractmethod
+    async def fired_keys(self, keys: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (trigger id, once key) pairs have a fire record: the cron times
+        that were fired (a cron firing's key is its scheduled time)."""
+
+    @abstractmethod
     def delete_trigger(self, trigger_id: str) -> None:
         """Queue the trigger's deletion (its fire records stay, as history)."""
 
     @abstractmethod
     async def list_triggers(self) -> list[TriggerRecord]:
         """Every stored trigger, oldest first."""
+
+    async def trigger_counts(self) -> list[TriggerRecord]:
+        """Every stored trigger, read for its counts alone: a later save of one of them by
+        this engine writes the spec the engine holds, as if this read had not happened."""
+        return await self.list_triggers()
+
+    async def get_triggers(self, trigger_ids: Collection[str]) -> list[TriggerRecord]:
+        """The stored triggers of these ids (those that exist), oldest first."""
+        wanted = set(trigger_ids)
+        return [trigger for trigger in await self.list_triggers() if trigger.id in wanted]
 
     @abstractmethod
     async def flush(self, *, lazy: bool = True) -> None:
@@ -144,6 +190,11 @@ class Store(ABC):
     @abstractmethod
     async def get(self, execution_id: str) -> ExecutionRecord | None:
         """The stored record with that id, or None."""
+
+    async def get_many(self, execution_ids: Collection[str]) -> list[ExecutionRecord]:
+        """The stored records of these ids (those that exist), in no order."""
+        found = [await self.get(execution_id) for execution_id in execution_ids]
+        return [record for record in found if record is not None]
 
     @abstractmethod
     async def list_ids(self, query: ExecutionQuery) -> list[str]:
@@ -196,16 +247,68 @@ class Store(ABC):
 
     # -- several engines on one store -----------------------------------------------------
 
-    async def take_unfinished(self) -> list[ExecutionRecord]:
+    async def take_unfinished(self) -> Adopted:
         """The unfinished executions that no running engine owns (all of them, where one
         engine owns the store: what its last run left), oldest first; from now on this
         engine's. A store shared by engines makes them this engine's in the store first, in
-        one transaction, so that two engines never take the same one."""
-        return await self.find(ExecutionQuery(statuses=UNFINISHED_STATUSES))
+        one transaction, so that two engines never take the same one; it takes the RUNNING
+        ones of engines that are gone (their attempts are lost), puts their PENDING ones in
+        the shared queue, and names the engines."""
+        return Adopted(await self.find(ExecutionQuery(statuses=UNFINISHED_STATUSES)))
 
     async def lapsed(self) -> None:
         """Return when another engine on the store may have left work behind (its lease
         lapsed): ``take_unfinished`` takes it. A store of one engine never returns."""
+        await anyio.sleep_forever()
+
+    async def claim(self, functions: Collection[str], limit: int) -> list[ExecutionRecord]:
+        """At most ``limit`` PENDING executions of ``functions`` from the shared queue (those
+        no engine owns: ``engine_id`` None), oldest first, made this engine's in one
+        statement, so that two engines never claim the same one. A claim whose answer was
+        lost with its connection is answered by the next: the executions this engine owns
+        and may not know of come with it (the engine skips those it holds). A store of one
+        engine has no shared queue: nothing."""
+        return []
+
+    async def claim_ids(self, execution_ids: Collection[str]) -> list[ExecutionRecord]:
+        """``claim`` for these executions alone: those still in the shared queue."""
+        return []
+
+    async def ask_to_cancel(self, execution_id: str) -> str | None:
+        """Mark an unfinished execution that another engine owns for cancelling, and ask its
+        owner (``Channel.CANCEL``); the engine that holds it next cancels it if its owner
+        is gone first. The owner's id, or None if it is unfinished here, final or unknown."""
+        return None
+
+    async def asked_to_cancel(self) -> list[str]:
+        """The unfinished executions this engine owns that another engine asked it to cancel
+        (see ``ask_to_cancel``): read when some asks may have gone unheard."""
+        return []
+
+    def hear(self, channel: str, handler: Heard) -> None:  # noqa: B027 (shared stores only)
+        """Call ``handler`` with what other engines on a shared store tell on ``channel`` (see
+        ``Channel``), never what this engine tells; with None when some may have gone
+        unheard. Register before ``start``. A store of one engine hears nothing."""
+
+    def tell(self, channel: str, messages: Sequence[str]) -> None:  # noqa: B027 (as above)
+        """Tell ``messages`` (each a line of text) to the other engines, soon, in order, not
+        in a commit. A store of one engine has nobody to tell."""
+
+    async def set_watching(self, kinds: Collection[str]) -> None:  # noqa: B027 (as above)
+        """Say which kinds of other engines' events this engine's subscribers want (none:
+        it watches nothing), and tell the others on ``Channel.WATCHING``."""
+
+    async def watched(self) -> set[str]:
+        """The kinds of events the other engines' subscribers want of this one."""
+        return set()
+
+    async def lead(self, changed: LeadChanged, *, task_status: TaskStatus[None]) -> None:
+        """Run until cancelled: await ``changed(True)`` whenever this engine becomes the one
+        engine on the store that runs the cron clock, ``changed(False)`` when it stops
+        being it (a lost connection), and try again. ``task_status`` is told once the first
+        try is over, led or waiting. A store of one engine leads at once, for good."""
+        await changed(True)
+        task_status.started()
         await anyio.sleep_forever()
 
     @abstractmethod

@@ -1,26 +1,24 @@
-"""Engines on a PostgreSQL database: which one is active, and its heartbeat lease.
+"""Engines on a PostgreSQL database: who runs, their heartbeat leases, who leads the cron
+clock, and the adoption of the work of engines that are gone.
 
-One engine at a time is active on a database: it holds a session advisory lock
-(``ACTIVE_LOCK``) on its writer's connection for as long as it runs. Another engine started on
-the same database is a standby: it waits for the lock on the server (no polling) and takes
-over, recovering what was left unfinished as at a restart, the moment the lock is free: at a
-stop, or when the active engine's connection ends (kill -9 closes it at once; a machine that
-is gone is noticed by TCP keepalives, within the lease). A writer that loses its connection
-takes the lock again on the new one; if another engine has it by then, this one was taken
-over from, and it writes nothing more (``reclaim``).
+Every engine on a database runs: each keeps a row in ``engines``, renewed every third of its
+lease on the server's clock (``clock_timestamp()``) and removed when it stops, and holds a
+lock of its own (``lock_key`` in its row, from a sequence) for as long as its writer's
+connection lives: what tells a running engine from a gone one, on the server, without trusting
+any clock. The connection's end frees the lock: at a stop, at kill -9 (the server sees the
+socket close), or when a machine goes silent (TCP keepalives set from the lease).
 
-The active engine keeps a row in ``engines``, renewed every third of its lease on the
-server's clock (``clock_timestamp()``) and removed when it stops: who is active, shown to a
-standby while it waits.
+The work of an engine whose lock is free, or that has no row, is adopted by the next engine
+that looks (``adopt_gone``, ``ADOPT_WAITING``, ``ADOPT_RUNNING``): in one transaction it
+takes each gone engine's lock for itself, removes its row, puts its PENDING executions in the
+shared queue (store/sharing.py) and makes its RUNNING ones its own (that attempt is lost). A
+gone engine that comes back finds its row gone and writes nothing more (``reclaim``,
+``renew``). Every execution row names its owner (``engine_id``), and a row's owner is the only
+engine whose writes change it while it is unfinished.
 
-Each engine also holds a lock of its own (``lock_key`` in its row, from a sequence), for as
-long as its writer's connection lives: what tells a running engine from a gone one, on the
-server, without trusting any clock. The unfinished executions of an engine whose lock is free,
-or that has no row, are adopted by the next engine that looks (``ADOPT``): in one transaction
-it takes each gone engine's lock for itself, removes its row and makes its executions its
-own. A gone engine that comes back finds its row gone, and writes nothing more (``reclaim``,
-``renew``). Every execution row names its owner (``engine_id``) from its creation, and a
-row's owner is the only engine whose writes change it while it is unfinished.
+One engine at a time leads the cron clock: it holds ``CRON_LOCK`` on a connection of its own,
+and the others wait for that lock on the server (no polling), so the next one leads the moment
+the leader's connection ends.
 """
 
 from __future__ import annotations
@@ -33,15 +31,14 @@ from typing import Any
 
 import anyio
 
-from ..log import logger
-
 __all__ = [
-    "ACTIVE_LOCK",
-    "ADOPT",
+    "ADOPT_RUNNING",
+    "ADOPT_WAITING",
+    "CRON_LOCK",
     "LAPSED",
     "Member",
     "adopt_gone",
-    "become_active",
+    "join",
     "keepalives",
     "leave",
     "reclaim",
@@ -67,8 +64,8 @@ SCHEMA_OWNERS = """
         WHERE status IN ('PENDING', 'RUNNING', 'CANCELLING');
 """
 _NOW = "extract(epoch FROM clock_timestamp())"
-#: Held, for its whole run, by the active engine's writer connection.
-ACTIVE_LOCK = 0x7472_6967_6765_7261
+#: Held, on a connection of its own, by the engine that leads the cron clock.
+CRON_LOCK = 0x7472_6967_6765_7263  # "trigger" "c"
 #: The engines' own locks are this plus a number of the sequence ``engine_locks``: as a lock
 #: of one 64-bit key, shown in pg_locks as classid (its high half) and objid (its low half).
 _OWN_LOCKS = 0x7472_6967_0000_0000
@@ -80,10 +77,15 @@ _HELD = (
 )
 #: Whether any engine but $1 is gone: its lock is free (its work waits to be adopted).
 LAPSED = f"SELECT EXISTS (SELECT 1 FROM engines e WHERE e.id <> $1 AND NOT EXISTS ({_HELD}))"
-#: The unfinished executions no running engine owns, made $1's (the rest of its parameters:
-#: the unfinished statuses). Run after ``adopt_gone``, in its transaction.
-ADOPT = (
-    "UPDATE executions SET engine_id = $1 WHERE status = ANY($2::text[]) AND "
+#: Run after ``adopt_gone``, in its transaction: the PENDING executions of engines that are
+#: gone go to the shared queue (their functions are returned, to be told on Channel.WORK).
+ADOPT_WAITING = (
+    "UPDATE executions SET engine_id = NULL WHERE status = 'PENDING' AND engine_id IS NOT NULL "
+    "AND engine_id NOT IN (SELECT id FROM engines) RETURNING function"
+)
+#: And their RUNNING and CANCELLING ones are made $1's (the caller adds what it returns).
+ADOPT_RUNNING = (
+    "UPDATE executions SET engine_id = $1 WHERE status IN ('RUNNING', 'CANCELLING') AND "
     "(engine_id IS NULL OR engine_id NOT IN (SELECT id FROM engines))"
 )
 
@@ -100,27 +102,6 @@ class Member:
     @classmethod
     def here(cls, member_id: str, lease: float) -> Member:
         return cls(member_id, socket.gethostname(), os.getpid(), lease)
-
-
-async def become_active(connection: Any, member: Member, where: str) -> int:
-    """Return once ``member`` is the active engine on the database (see the module's
-    docstring), registered, with the key of its own lock; while another one is, wait for it,
-    saying so in the log."""
-    if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", ACTIVE_LOCK):
-        holders = await connection.fetch(
-            f"SELECT id, host, pid, {_NOW} - renewed_at FROM engines WHERE id <> $1", member.id
-        )
-        logger.warning(
-            "store_standby",
-            server=where,
-            active=[
-                f"{i} (process {pid} on {host}, renewed {ago:.1f}s ago)"
-                for i, host, pid, ago in holders
-            ],
-        )
-        await connection.execute("SELECT pg_advisory_lock($1)", ACTIVE_LOCK)
-        logger.warning("store_active", server=where, engine=member.id)
-    return await join(connection, member)
 
 
 async def join(connection: Any, member: Member) -> int:
@@ -155,14 +136,12 @@ async def adopt_gone(connection: Any, member: Member) -> list[str]:
 
 
 async def reclaim(connection: Any, lost_backend: int | None, member: Member, key: int) -> bool:
-    """On a writer's new connection: take the active lock and the engine's own lock again;
-    False if this engine was taken over from (another holds the active lock, or its row was
-    removed by an engine that adopted its work). The lost connection's own server process may
-    hold the locks still, until the server notices that its client is gone: it is ended, and
-    the locks taken once they are free."""
-    for lock in (ACTIVE_LOCK, key):
-        if not await _take_again(connection, lost_backend, lock):
-            return False
+    """On a writer's new connection: take the engine's own lock again; False if its work was
+    adopted meanwhile (its row was removed by the adopter). The lost connection's own server
+    process may hold the lock still, until the server notices that its client is gone: it is
+    ended, and the lock taken once it is free."""
+    if not await _take_again(connection, lost_backend, key):
+        return False
     return bool(await connection.fetchval("SELECT 1 FROM engines WHERE id = $1", member.id))
 
 
@@ -186,7 +165,7 @@ async def _take_again(connection: Any, lost_backend: int | None, lock: int) -> b
 
 
 def keepalives(lease: float) -> dict[str, str]:
-    """Server settings for the active engine's connection: the server drops it (and frees
+    """Server settings for a connection that holds a lock: the server drops it (and frees
     the lock) within about ``lease`` seconds of its machine going silent."""
     idle = max(1, math.ceil(lease / 2))
     count = max(1, math.ceil(lease / 4))

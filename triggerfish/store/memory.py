@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection
 from typing import Any
 
 import anyio
@@ -88,6 +89,9 @@ class MemoryStore(GroupCommitStore):
         for trigger_id in batch.deleted_triggers:
             self._trigger_rows.pop(trigger_id, None)
         return refused
+
+    async def fired_keys(self, keys: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        return {key for key in keys if key in self._fires}
 
     async def list_triggers(self) -> list[TriggerRecord]:
         rows = sorted(self._trigger_rows.values(), key=lambda t: (t.created_at, t.id))

@@ -6,8 +6,10 @@ commit's executions travels as one array, unpacked by ``unnest`` on the server (
 not one per row). The writer keeps a connection of its own; reads and the rare direct writes
 (packages, service versions) take one from a small pool, so a read never waits behind a commit.
 
-One engine at a time is active on a database; others started on it wait as standbys and take
-over when it stops or dies (store/leases.py).
+Several engines may share a database: each owns the executions it runs, work none has room
+for waits in a shared queue that any of them claims from, the engines tell each other what
+changed on NOTIFY channels, and one of them leads the cron clock (store/leases.py,
+store/sharing.py).
 
 The schema is versioned in ``triggerfish_schema``; migrations run in one transaction under an
 advisory lock, so engines starting at once apply each step once. A database whose schema is
@@ -22,20 +24,21 @@ import secrets
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 
 import anyio
 import asyncpg
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from ..errors import ConfigurationError, EngineClosedError, StoreUnavailableError
 from ..log import logger
 from ..models import TERMINAL_STATUSES, UNFINISHED_STATUSES, ExecutionRecord
-from . import leases
+from . import leases, sharing
 from ._writer import Batch
-from .abc import CommitListener
+from .abc import Adopted, Channel, CommitListener, Heard, LeadChanged
 from .dsn import describe_dsn
+from .leases import CRON_LOCK
 from .rows import (
     CHANGING,
     COLUMNS,
@@ -125,6 +128,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     leases.SCHEMA,
     leases.SCHEMA_OWNERS,
+    sharing.SCHEMA,
 )
 
 # Held (for the transaction) by whoever migrates: a second engine starting at once waits, then
@@ -139,15 +143,19 @@ _TYPES = (
     *("float8",) * 3,  # created_at, started_at, finished_at
     *("text",) * 6,  # trigger_id, event, lineage, result_view_kind, result_view, engine_id
 )
+_FINAL_LIST = ", ".join(repr(s.value) for s in sorted(TERMINAL_STATUSES))
 _UPSERT = (
     f"INSERT INTO executions ({COLUMNS}) SELECT * FROM unnest("
     + ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(_TYPES, start=1))
     + ") ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{column} = excluded.{column}" for column in CHANGING)
-    # An unfinished row changes only by its owner's writes (store/leases.py); a final one may
-    # be run again by any engine (a rerun makes it that engine's).
-    + " WHERE executions.engine_id IS NOT DISTINCT FROM excluded.engine_id OR executions.status"
-    + f" IN ({', '.join(repr(s.value) for s in sorted(TERMINAL_STATUSES))})"
+    # A rerun (a final row written again) asks nothing of an earlier cancel.
+    + f", cancel_requested = executions.cancel_requested AND executions.status NOT IN "
+    f"({_FINAL_LIST})"
+    # An unfinished row changes only by its owner's writes ($24: the writer's engine), which
+    # may give it up to the shared queue; a final one may be run again by any engine (a rerun
+    # makes it that engine's).
+     + f" WHERE executions.engine_id = ${len(_TYPES) + 1} OR executions.status IN ({_FINAL_LIST})"
 )
 _INSERT_FIRES = (
     "INSERT INTO fires (trigger_id, key, execution_id, fired_at) "
@@ -163,23 +171,27 @@ _TRIGGER_UPSERT = (
     "INSERT INTO triggers (id, name, spec, created_at, stats, cursor) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], "
     "$6::float8[]) ON CONFLICT (id) DO UPDATE SET name = excluded.name, spec = excluded.spec, "
-    "stats = excluded.stats, cursor = excluded.cursor"
+    "stats = excluded.stats, cursor = GREATEST(triggers.cursor, excluded.cursor)"
 )
 # A trigger's state (stats and cursor, where ``s``) and its count of firings, for many
 # triggers in one statement: a cron trigger that fired and moved its cursor is written once.
+# A cursor never goes back: an engine that is not the cron clock's leader may write a
+# trigger's state from an older copy.
 _TRIGGER_STATES = (
     "UPDATE triggers SET stats = CASE WHEN v.s THEN v.stats ELSE triggers.stats END, "
-    "cursor = CASE WHEN v.s THEN v.cursor ELSE triggers.cursor END, "
+    "cursor = CASE WHEN v.s THEN GREATEST(triggers.cursor, v.cursor) ELSE triggers.cursor END, "
     "fired = triggers.fired + v.n "
     "FROM unnest($1::bool[], $2::text[], $3::float8[], $4::int8[], $5::text[]) "
     "AS v(s, stats, cursor, n, id) WHERE triggers.id = v.id"
 )
 
-#: The channel on which each commit tells the executions it finished (``finished_notices``).
-FINISHED = "triggerfish_finished"
-_NOTIFY = f"SELECT pg_notify('{FINISHED}', notice) FROM unnest($1::text[]) AS notice"
-_NOTICE_BYTES = 7900  # a notification's payload is below 8000 bytes
+_NOTIFY = "SELECT pg_notify($1, notice) FROM unnest($2::text[]) AS notice"
 _FINAL = frozenset(status.value for status in TERMINAL_STATUSES)
+_PENDING = "PENDING"
+#: The channels the listening connection hears whatever the engine registered.
+_FINISHED, _WORK, _TRIGGERS = (
+    sharing.channel_name(c) for c in (Channel.FINISHED, Channel.WORK, Channel.TRIGGERS)
+)
 
 #: What a lost or refused connection raises: retried by reconnecting, never a bad row.
 _CONNECTION_ERRORS = (
@@ -194,34 +206,29 @@ def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-def finished_notices(engine_id: str, execution_ids: Sequence[str]) -> list[str]:
-    """The payloads of ``FINISHED`` that tell of ``execution_ids``: the engine's id, then
-    the ids, space-separated, each payload within the server's limit."""
-    notices: list[str] = []
-    notice = engine_id
-    for execution_id in execution_ids:
-        if len(notice) + 1 + len(execution_id) > _NOTICE_BYTES:
-            notices.append(notice)
-            notice = engine_id
-        notice = f"{notice} {execution_id}"
-    if notice != engine_id:
-        notices.append(notice)
-    return notices
+async def _notify(connection: Any, channel: str, engine_id: str, messages: Sequence[str]) -> None:
+    """Tell ``messages`` on ``channel`` in the transaction under way (delivered at its commit)."""
+    await connection.execute(_NOTIFY, channel, sharing.payloads(engine_id, messages))
 
 
 async def _write_batch(
     connection: asyncpg.Connection[Any], batch: Batch, engine_id: str
 ) -> set[str]:
     """Write a group commit in one transaction; the ids of executions refused by their once
-    key. The final statuses it holds are told on ``FINISHED`` (delivered at its commit)."""
+    key. What it changes that other engines act on is told in it (delivered at its commit):
+    the final statuses (``Channel.FINISHED``), the functions of executions put in the shared
+    queue (``WORK``), and the triggers created, changed or deleted (``TRIGGERS``)."""
     async with connection.transaction():
         refused = await _insert_fires(connection, batch.once) if batch.once else set()
         rows = [row for eid, row in batch.executions if eid not in refused]
         if rows:
-            await connection.execute(_UPSERT, *_columns(rows))
+            await connection.execute(_UPSERT, *_columns(rows), engine_id)
             finished = [row[0] for row in rows if row[3] in _FINAL]
             if finished:
-                await connection.execute(_NOTIFY, finished_notices(engine_id, finished))
+                await _notify(connection, _FINISHED, engine_id, finished)
+            shared = {row[1] for row in rows if row[22] is None and row[3] == _PENDING}
+            if shared:
+                await _notify(connection, _WORK, engine_id, sorted(shared))
         if batch.triggers:
             await connection.execute(_TRIGGER_UPSERT, *_columns(batch.triggers))
         if batch.trigger_states or batch.fired:
@@ -231,11 +238,15 @@ async def _write_batch(
                 for stats, cursor, t in batch.trigger_states
             ]
             states += [(False, None, None, n, t) for t, n in counts.items()]
-            await connection.execute(_TRIGGER_STATES, *_columns(states))
+            if states:  # none when every firing of the commit was refused by its once key
+                await connection.execute(_TRIGGER_STATES, *_columns(states))
         if batch.deleted_triggers:
             await connection.execute(
                 "DELETE FROM triggers WHERE id = ANY($1::text[])", batch.deleted_triggers
             )
+        changed = [row[0] for row in batch.triggers] + batch.deleted_triggers
+        if changed:
+            await _notify(connection, _TRIGGERS, engine_id, changed)
     return refused
 
 
@@ -289,9 +300,9 @@ class _Direct:
 
 class PostgresStore(SqlStore):
     """Executions in a PostgreSQL database named by ``dsn``
-    (``postgresql://user:password@host:port/database``). ``start`` returns once this engine
-    is the active one on the database (a standby waits there); ``lease`` bounds how long a
-    silent machine keeps that role, and is renewed every third of it."""
+    (``postgresql://user:password@host:port/database``), which several engines may share (see
+    the module's docstring). ``lease`` bounds how long the work of an engine whose machine
+    went silent waits before another engine adopts it; it is renewed every third of it."""
 
     #: Seconds between attempts to reach a server that went away, doubling up to the last.
     reconnect_delays = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -307,7 +318,7 @@ class PostgresStore(SqlStore):
         # engine's (Execution.engine_id).
         self.member = leases.Member.here(secrets.token_hex(6), lease)
         self.engine_id = self.member.id
-        self._renewing: anyio.CancelScope | None = None
+        self._running: anyio.CancelScope | None = None  # the lease's and the teller's tasks
         self._lock_key = 0  # of this engine's own lock, given at its start
         self._lapsed = anyio.Event()  # set when the lease of another engine was seen lapsed
         self.server = describe_dsn(dsn)  # for messages: no password
@@ -315,9 +326,17 @@ class PostgresStore(SqlStore):
         self._pool: asyncpg.Pool[Any] | None = None
         self._writer: asyncpg.Connection[Any] | None = None
         self._unreachable_since: float | None = None  # when the writer lost the server
-        self._fenced = False  # another engine became active while this one was cut off
+        self._fenced = False  # another engine adopted this one's work while it was cut off
         self._writer_backend: int | None = None  # the server process of the writer's connection
-        self._listening: asyncpg.Connection[Any] | None = None  # hears FINISHED
+        # What other engines tell (see Channel), heard on a connection of its own.
+        self._listening: asyncpg.Connection[Any] | None = None
+        self._handlers: dict[str, list[Heard]] = {}  # by NOTIFY channel
+        self._telling: list[tuple[str, list[str]]] = []  # (channel, messages) to tell soon
+        self._told = anyio.Event()  # set when there is something to tell
+        self._leading: asyncpg.Connection[Any] | None = None  # holds the cron clock's lock
+        # A claim's answer was lost with its connection: the next claim looks for what this
+        # engine owns and may not know of.
+        self._claims_unsure = False
         self.shared = True
 
     def __repr__(self) -> str:
@@ -332,12 +351,14 @@ class PostgresStore(SqlStore):
             raise self._unavailable(exc) from None
 
     async def _connect_writer(self) -> asyncpg.Connection[Any]:
+        """A connection that holds a lock: the server ends it within about a lease of its
+        machine going silent (TCP keepalives), freeing the lock."""
         return await asyncpg.connect(self.dsn, server_settings=leases.keepalives(self.member.lease))
 
     def _taken_over(self) -> StoreUnavailableError:
         return StoreUnavailableError(
-            f"another engine became active on PostgreSQL at {self.server} while this one "
-            "was cut off from it: this engine writes nothing more there"
+            f"another engine adopted this engine's work on PostgreSQL at {self.server} while "
+            "this one was cut off from it: this engine writes nothing more there"
         )
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
@@ -352,7 +373,7 @@ class PostgresStore(SqlStore):
         writer = await self._connect()
         try:
             await self._migrate(writer)
-            self._lock_key = await leases.become_active(writer, self.member, self.server)
+            self._lock_key = await leases.join(writer, self.member)
             pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self._pool_size)
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -361,27 +382,6 @@ class PostgresStore(SqlStore):
         self._writer, self._pool = writer, pool
         self._writer_backend = writer.get_server_pid()
         await self._listen()
-
-    async def _listen(self) -> None:
-        """Hear other engines' FINISHED on a connection of its own (it holds nothing, so
-        one lost is opened again at the next lease check, telling that some went unheard)."""
-        listening = await asyncpg.connect(self.dsn)
-        await listening.add_listener(FINISHED, self._heard)
-        self._listening = listening
-
-    def _heard(self, connection: Any, pid: int, channel: str, payload: object) -> None:
-        if pid == self._writer_backend:  # this engine's own commit: not read at all
-            return
-        engine_id, *execution_ids = str(payload).split(" ")
-        if engine_id != self.member.id and self.finished_elsewhere is not None:
-            self.finished_elsewhere(execution_ids)
-
-    async def _listen_again(self) -> None:
-        if self._listening is not None and not self._listening.is_closed():
-            return
-        await self._listen()
-        if self.finished_elsewhere is not None:
-            self.finished_elsewhere(None)
 
     async def _migrate(self, connection: asyncpg.Connection[Any]) -> None:
         async with connection.transaction():
@@ -402,48 +402,19 @@ class PostgresStore(SqlStore):
 
     async def start(self, task_group: TaskGroup, listener: CommitListener | None = None) -> None:
         await super().start(task_group, listener)
-        self._renewing = anyio.CancelScope()
-        task_group.start_soon(self._renew, self._renewing, name="store-lease")
+        self._running = anyio.CancelScope()
+        task_group.start_soon(self._run, self._running, name="store-lease")
 
-    async def _renew(self, scope: anyio.CancelScope) -> None:
-        """Renew the lease every third of it, and look for engines that are gone (``lapsed``
-        hears of them); a renewal the server misses is tried at the next (two may fail before
-        the lease lapses). A row found gone means another engine adopted this one's work: it
-        writes nothing more."""
+    async def _run(self, scope: anyio.CancelScope) -> None:
         with scope:
-            while True:
-                await anyio.sleep(self.member.lease / 3)
-                try:
-                    if not await leases.renew(self._reads, self.member):
-                        self._fenced = True
-                        logger.error("store_taken_over", server=self.server)
-                        return
-                    if await self._reads.fetchval(leases.LAPSED, self.member.id):
-                        self._lapsed.set()
-                    await self._listen_again()
-                except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
-                    logger.warning("store_lease_not_renewed", server=self.server, error=str(exc))
-
-    async def lapsed(self) -> None:
-        await self._lapsed.wait()
-        self._lapsed = anyio.Event()
-
-    async def take_unfinished(self) -> list[ExecutionRecord]:
-        async with self._reads.acquire() as connection, connection.transaction():
-            gone = await leases.adopt_gone(connection, self.member)
-            rows = await connection.fetch(
-                f"{leases.ADOPT} RETURNING {COLUMNS}",
-                self.member.id,
-                [status.value for status in UNFINISHED_STATUSES],
-            )
-        if gone:
-            logger.warning("store_engines_gone", server=self.server, engines=gone)
-        return sorted(map(execution_from, rows), key=lambda record: record.id)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._renew, name="store-renew")
+                tg.start_soon(self._teller, name="store-teller")
 
     async def aclose(self) -> None:
-        if self._renewing is not None:
-            self._renewing.cancel()
-            self._renewing = None
+        if self._running is not None:
+            self._running.cancel()
+            self._running = None
         await super().aclose()
 
     async def _close(self) -> None:
@@ -465,6 +436,242 @@ class PostgresStore(SqlStore):
         if self._pool is None:
             raise EngineClosedError("the PostgreSQL store is not open")
         return self._pool
+
+    # -- the lease, and engines that are gone ----------------------------------------------
+
+    async def _renew(self) -> None:
+        """Renew the lease every third of it, and look for engines that are gone (``lapsed``
+        hears of them); a renewal the server misses is tried at the next (two may fail before
+        the lease lapses). A row found gone means another engine adopted this one's work: it
+        writes nothing more. The cron clock's lock is checked too: a connection that no
+        longer answers gives up the lead (see ``lead``)."""
+        while True:
+            await anyio.sleep(self.member.lease / 3)
+            await self._check_lead()
+            try:
+                if not await leases.renew(self._reads, self.member):
+                    self._fenced = True
+                    logger.error("store_taken_over", server=self.server)
+                    if self._leading is not None:
+                        self._leading.terminate()
+                    return
+                if await self._reads.fetchval(leases.LAPSED, self.member.id):
+                    self._lapsed.set()
+                await self._listen_again()
+            except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+                logger.warning("store_lease_not_renewed", server=self.server, error=str(exc))
+
+    async def lapsed(self) -> None:
+        await self._lapsed.wait()
+        self._lapsed = anyio.Event()
+
+    async def take_unfinished(self) -> Adopted:
+        async with self._reads.acquire() as connection, connection.transaction():
+            gone = await leases.adopt_gone(connection, self.member)
+            waiting = sorted({row[0] for row in await connection.fetch(leases.ADOPT_WAITING)})
+            if waiting:  # for the others to claim; this engine claims without being told
+                await _notify(connection, _WORK, self.member.id, waiting)
+            rows = await connection.fetch(
+                f"{leases.ADOPT_RUNNING} RETURNING {COLUMNS}, cancel_requested", self.member.id
+            )
+        if gone:
+            logger.warning("store_engines_gone", server=self.server, engines=gone)
+        return Adopted(sorted(map(_claimed, rows), key=lambda r: r.id), tuple(gone))
+
+    # -- the shared queue -----------------------------------------------------------------
+
+    async def claim(self, functions: Collection[str], limit: int) -> list[ExecutionRecord]:
+        return await self._claim(sharing.CLAIM, self.member.id, list(functions), limit)
+
+    async def claim_ids(self, execution_ids: Collection[str]) -> list[ExecutionRecord]:
+        return await self._claim(sharing.CLAIM_IDS, self.member.id, list(execution_ids))
+
+    async def _claim(self, sql: str, *params: Any) -> list[ExecutionRecord]:
+        """Run a claim; a lost connection is opened again with backoff, and as the claim may
+        have been made without its answer coming back, the executions this engine owns and
+        has not run are read with the next (the engine skips those it holds)."""
+        delays = iter(self.reconnect_delays)
+        since: float | None = None
+        while True:
+            try:
+                async with self._reads.acquire() as connection:
+                    rows = list(await connection.fetch(sql, *params))
+                    if self._claims_unsure:
+                        rows += await connection.fetch(sharing.OWNED_WAITING, self.member.id)
+                        self._claims_unsure = False
+                break
+            except _CONNECTION_ERRORS as exc:
+                self._claims_unsure = True
+                since = anyio.current_time() if since is None else since
+                delay = self._next_delay(delays, since)
+                if delay is None:
+                    raise self._unavailable(exc) from exc
+                await anyio.sleep(delay)
+        claimed = {row[0]: _claimed(row) for row in rows}
+        return sorted(claimed.values(), key=lambda record: record.id)
+
+    async def ask_to_cancel(self, execution_id: str) -> str | None:
+        async with self._reads.acquire() as connection, connection.transaction():
+            owner = await connection.fetchval(
+                "UPDATE executions SET cancel_requested = true WHERE id = $1 AND "
+                "status = ANY($2::text[]) AND engine_id <> $3 RETURNING engine_id",
+                execution_id,
+                [status.value for status in UNFINISHED_STATUSES],
+                self.member.id,
+            )
+            if owner is not None:
+                message = f"{owner} {execution_id}"
+                cancel = sharing.channel_name(Channel.CANCEL)
+                await _notify(connection, cancel, self.member.id, [message])
+        return owner  # type: ignore[no-any-return]
+
+    async def asked_to_cancel(self) -> list[str]:
+        """The executions this engine owns that another engine asked it to cancel: those
+        whose ``Channel.CANCEL`` may have gone unheard."""
+        rows = await self._read(
+            "SELECT id FROM executions WHERE engine_id = ? AND cancel_requested AND "
+            "status = ANY(?::text[])",
+            self.member.id,
+            [status.value for status in UNFINISHED_STATUSES],
+        )
+        return [row[0] for row in rows]
+
+    # -- what engines tell each other ------------------------------------------------------
+
+    def hear(self, channel: str, handler: Heard) -> None:
+        self._handlers.setdefault(sharing.channel_name(channel), []).append(handler)
+
+    async def _listen(self) -> None:
+        """Hear the channels the engine listens to on a connection of its own (it holds
+        nothing, so one lost is opened again at the next lease check, telling each handler
+        that some may have gone unheard)."""
+        listening = await asyncpg.connect(self.dsn)
+        for channel in self._handlers:
+            await listening.add_listener(channel, self._heard)
+        self._listening = listening
+
+    def _heard(self, connection: Any, pid: int, channel: str, payload: object) -> None:
+        if pid == self._writer_backend:  # this engine's own commit: not read at all
+            return
+        sender, messages = sharing.read_payload(str(payload))
+        if sender == self.member.id:
+            return
+        for handler in self._handlers.get(channel, ()):
+            try:
+                handler(messages)
+            except Exception:  # a part's bug must not stop the others from hearing it
+                logger.exception("store_notice_failed", channel=channel)
+
+    async def _listen_again(self) -> None:
+        if self._listening is not None and not self._listening.is_closed():
+            return
+        await self._listen()
+        for handlers in self._handlers.values():
+            for handler in handlers:
+                handler(None)
+
+    def tell(self, channel: str, messages: Sequence[str]) -> None:
+        if messages:
+            self._telling.append((sharing.channel_name(channel), list(messages)))
+            self._told.set()
+
+    async def _teller(self) -> None:
+        """Tell what waits to be told, a channel's messages in as few notifications as fit;
+        what the server refuses or cannot be reached for is logged and dropped (events for
+        subscribers: a subscriber may miss some, never the engine's own work)."""
+        while True:
+            await self._told.wait()
+            self._told = anyio.Event()
+            telling, self._telling = self._telling, []
+            by_channel: dict[str, list[str]] = {}
+            for channel, messages in telling:
+                by_channel.setdefault(channel, []).extend(messages)
+            for channel, messages in by_channel.items():
+                try:
+                    await _notify(self._reads, channel, self.member.id, messages)
+                except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+                    logger.warning(
+                        "store_tell_failed", channel=channel, messages=len(messages), error=str(exc)
+                    )
+
+    async def set_watching(self, kinds: Collection[str]) -> None:
+        async with self._reads.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "UPDATE engines SET watching = $2 WHERE id = $1", self.member.id, sorted(kinds)
+            )
+            channel = sharing.channel_name(Channel.WATCHING)
+            await _notify(connection, channel, self.member.id, [" ".join(sorted(kinds))])
+
+    async def watched(self) -> set[str]:
+        rows = await self._read(
+            "SELECT DISTINCT unnest(watching) FROM engines WHERE id <> ?", self.member.id
+        )
+        return {row[0] for row in rows}
+
+    # -- the cron clock's leader ----------------------------------------------------------
+
+    async def lead(self, changed: LeadChanged, *, task_status: TaskStatus[None]) -> None:
+        """Lead the cron clock while a connection of this engine's holds ``CRON_LOCK``;
+        wait for the lock on the server while another engine holds it. A connection lost (or
+        found silent by ``_check_lead``) gives up the lead, and the lock is waited for
+        again; an engine whose work was adopted leads nothing more."""
+        told = False
+        delays = iter(self.reconnect_delays)
+        while not self._fenced:
+            connection: asyncpg.Connection[Any] | None = None
+            leading = False
+            try:
+                connection = await self._connect_writer()
+                if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", CRON_LOCK):
+                    if not told:
+                        task_status.started()
+                        told = True
+                    await connection.execute("SELECT pg_advisory_lock($1)", CRON_LOCK)
+                if not await connection.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM engines WHERE id = $1)", self.member.id
+                ):
+                    self._fenced = True  # adopted while it waited
+                    break
+                lost = anyio.Event()
+                connection.add_termination_listener(lambda _, ended=lost: ended.set())
+                self._leading, leading = connection, True
+                logger.info("cron_leading", server=self.server, engine=self.member.id)
+                await changed(True)
+                if not told:
+                    task_status.started()
+                    told = True
+                delays = iter(self.reconnect_delays)
+                await lost.wait()
+            except _CONNECTION_ERRORS as exc:
+                logger.warning("cron_lead_lost", server=self.server, error=str(exc))
+            finally:
+                self._leading = None
+                with anyio.CancelScope(shield=True):
+                    if leading:
+                        await changed(False)
+                    if connection is not None:
+                        connection.terminate()  # frees the lock at once
+            if not told:
+                task_status.started()
+                told = True
+            await anyio.sleep(next(delays, self.reconnect_delays[-1]))
+        if not told:
+            task_status.started()
+        await anyio.sleep_forever()
+
+    async def _check_lead(self) -> None:
+        """Whether the connection that holds the cron clock's lock still answers, within a
+        third of the lease; one that does not is ended, which gives up the lead."""
+        connection = self._leading
+        if connection is None:
+            return
+        try:
+            with anyio.fail_after(self.member.lease / 3):
+                await connection.fetchval("SELECT 1")
+        except (TimeoutError, *_CONNECTION_ERRORS, asyncpg.PostgresError):
+            connection.terminate()
+
+    # -- writing --------------------------------------------------------------------------
 
     async def _with_writer(self, work: Callable[[asyncpg.Connection[Any]], Awaitable[T]]) -> T:
         """Run ``work`` on the writer's connection; a connection lost before or during it is
@@ -547,3 +754,14 @@ class PostgresStore(SqlStore):
 
     async def _lock_name(self, db: Direct, kind: int, name: str) -> None:
         await db.run("SELECT pg_advisory_xact_lock(hashtextextended(?, ?))", name, kind)
+
+    async def _tell_in(self, db: Direct, channel: str, messages: Sequence[str]) -> None:
+        for payload in sharing.payloads(self.member.id, messages):
+            await db.run("SELECT pg_notify(?, ?)", sharing.channel_name(channel), payload)
+
+
+def _claimed(row: Sequence[Any]) -> ExecutionRecord:
+    """An execution from its columns and its ``cancel_requested`` mark."""
+    record = execution_from(row)
+    record.cancel_requested = bool(row[-1])
+    return record

@@ -11,7 +11,7 @@ already)."""
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -26,7 +26,7 @@ from ..models import (
     TriggerRecord,
 )
 from ._writer import GroupCommitStore, next_revision, next_version
-from .abc import ALL
+from .abc import ALL, Channel
 from .rows import (
     COLUMNS,
     deployment_from,
@@ -46,6 +46,7 @@ __all__ = ["Direct", "SqlStore"]
 #: What ``_lock_name`` serializes: the numbering of a package's revisions, of a service's
 #: versions.
 PACKAGE, SERVICE = 1, 2
+_TRIGGER_COLUMNS = "id, spec, created_at, stats, cursor, fired"
 
 
 class Direct(Protocol):
@@ -71,6 +72,10 @@ class SqlStore(GroupCommitStore):
         """Hold ``name`` of ``kind`` for the rest of the transaction, against another engine
         numbering the same one; nothing where write transactions are serial already."""
 
+    async def _tell_in(self, db: Direct, channel: str, messages: Sequence[str]) -> None:
+        """Tell other engines ``messages`` on ``channel`` (see ``Channel``) with the
+        transaction's commit; nothing where no other engine shares the store."""
+
     # -- the group commit's snapshots: the shared rows ------------------------------------
 
     def _snapshot(self, record: ExecutionRecord) -> tuple[Any, ...]:
@@ -88,15 +93,58 @@ class SqlStore(GroupCommitStore):
     # -- reads ----------------------------------------------------------------------------
 
     async def list_triggers(self) -> list[TriggerRecord]:
-        rows = await self._read(
-            "SELECT id, spec, created_at, stats, cursor, fired FROM triggers "
-            "ORDER BY created_at, id"
-        )
+        rows = await self._read(f"SELECT {_TRIGGER_COLUMNS} FROM triggers ORDER BY created_at, id")
+        return self._triggers_read(rows)
+
+    async def trigger_counts(self) -> list[TriggerRecord]:
+        rows = await self._read(f"SELECT {_TRIGGER_COLUMNS} FROM triggers ORDER BY created_at, id")
         return [trigger_from(*row) for row in rows]
+
+    async def fired_keys(self, keys: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        wanted = set(keys)
+        by_key = sorted({key for _, key in wanted})
+        found: set[tuple[str, str]] = set()
+        for start in range(0, len(by_key), 500):
+            chunk = by_key[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self._read(
+                f"SELECT trigger_id, key FROM fires WHERE key IN ({marks})", *chunk
+            )
+            found.update(pair for pair in ((row[0], row[1]) for row in rows) if pair in wanted)
+        return found
+
+    async def get_triggers(self, trigger_ids: Collection[str]) -> list[TriggerRecord]:
+        if not trigger_ids:
+            return []
+        marks = ", ".join("?" for _ in trigger_ids)
+        rows = await self._read(
+            f"SELECT {_TRIGGER_COLUMNS} FROM triggers WHERE id IN ({marks}) "
+            "ORDER BY created_at, id",
+            *trigger_ids,
+        )
+        return self._triggers_read(rows)
+
+    def _triggers_read(self, rows: list[Sequence[Any]]) -> list[TriggerRecord]:
+        """Triggers from their rows, whose specs count as written: a later save of one
+        writes its state alone, never its spec again (on a shared store, a spec another
+        engine changed meanwhile would go back)."""
+        triggers = [trigger_from(*row) for row in rows]
+        for trigger in triggers:
+            self._written_specs[trigger.id] = trigger.spec
+        return triggers
 
     async def get(self, execution_id: str) -> ExecutionRecord | None:
         found = await self._read(f"SELECT {COLUMNS} FROM executions WHERE id = ?", execution_id)
         return execution_from(found[0]) if found else None
+
+    async def get_many(self, execution_ids: Collection[str]) -> list[ExecutionRecord]:
+        if not execution_ids:
+            return []
+        marks = ", ".join("?" for _ in execution_ids)
+        rows = await self._read(
+            f"SELECT {COLUMNS} FROM executions WHERE id IN ({marks})", *execution_ids
+        )
+        return [execution_from(row) for row in rows]
 
     async def list_ids(self, query: ExecutionQuery) -> list[str]:
         where, params = where_clause(query)
@@ -200,6 +248,7 @@ class SqlStore(GroupCommitStore):
                     "INSERT INTO services (name, active) VALUES (?, 1) ON CONFLICT DO NOTHING",
                     definition.name,
                 )
+                await self._tell_in(db, Channel.SERVICES, [definition.name])
             return deployment
 
         return await self._exclusive(write)
@@ -222,6 +271,7 @@ class SqlStore(GroupCommitStore):
                     name,
                     int(active),
                 )
+                await self._tell_in(db, Channel.SERVICES, [name])
 
         await self._exclusive(write)
 

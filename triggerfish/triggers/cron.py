@@ -20,7 +20,7 @@ days of the transitions rather than 25.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -173,6 +173,26 @@ def _to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
 
 
 @dataclass(frozen=True, slots=True)
+class MissedTimes:
+    """The fire times in (cursor, now]: how many, and the latest of them (at most a limit)."""
+
+    total: int
+    times: list[datetime]
+
+
+def missed_times(
+    schedule: CronSchedule, cursor: datetime, now: datetime, limit: int
+) -> MissedTimes:
+    """The fire times of ``schedule`` in (cursor, now], the latest ``limit`` of them listed."""
+    latest: deque[datetime] = deque(maxlen=limit)
+    total = 0
+    for when in schedule.fire_times(cursor, now):
+        latest.append(when)
+        total += 1
+    return MissedTimes(total, list(latest))
+
+
+@dataclass(frozen=True, slots=True)
 class MisfirePlan:
     """What to do with the fire times missed while the engine was down."""
 
@@ -188,19 +208,24 @@ def plan_misfires(
     cursor: datetime,
     now: datetime,
     limit: int = 10_000,
+    fired: Collection[datetime] = (),
 ) -> MisfirePlan:
     """Split the fire times in (cursor, now] by the misfire policy: ``skip`` runs none,
     ``run_once`` runs the latest, ``catch_up`` runs those within ``grace`` seconds of ``now``.
-    The latest ``limit`` times are listed; older ones are only counted."""
-    latest: deque[datetime] = deque(maxlen=limit)
-    total = 0
-    for when in schedule.fire_times(cursor, now):
-        latest.append(when)
-        total += 1
-    times = list(latest)
+    The latest ``limit`` times are listed; older ones are only counted. Times in ``fired``
+    were fired already (by an engine that stopped before it stored the cursor past them):
+    neither run nor missed, and ``run_once`` runs nothing if the latest is one of them."""
+    listed = missed_times(schedule, cursor, now, limit)
+    total, times = listed.total, listed.times
     beyond = total - len(times)
+    if fired:
+        done = set(fired)
+        ran_latest = bool(times) and times[-1] in done
+        times = [when for when in times if when not in done]
+        if policy == "run_once" and ran_latest:
+            return MisfirePlan((), tuple(times), beyond)
     if not times:
-        return MisfirePlan((), (), 0)
+        return MisfirePlan((), (), beyond)
     if policy == "skip":
         return MisfirePlan((), tuple(times), beyond)
     if policy == "run_once":
