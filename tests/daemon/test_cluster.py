@@ -125,6 +125,25 @@ async def test_await_result_on_one_engine_for_an_execution_another_runs(
     assert execution.engine_id == _engine_id(second)
 
 
+async def test_cancel_through_one_engine_stops_an_execution_another_runs_or_holds(
+    cluster: Cluster,
+) -> None:
+    first, second = cluster(2)
+    with second.http() as http:
+        started = http.post("/functions/slow/executions", json={"args": [30, "never"]})
+        (running,) = started.json()["execution_ids"]
+        poll(lambda: http.get(f"/executions/{running}").json()["status"] == "RUNNING", 20, "run")
+    with first.http() as http:
+        assert http.post(f"/executions/{running}/cancel").status_code in (200, 202, 204)
+        poll(
+            lambda: http.get(f"/executions/{running}").json()["status"] == "CANCELLED",
+            20,
+            "the cancel, on the engine that runs it",
+        )
+    execution = (await _executions(first, [running]))[0]
+    assert execution["engine_id"] == _engine_id(second)
+
+
 async def test_a_trigger_created_on_one_engine_fires_for_an_event_emitted_to_the_other(
     cluster: Cluster,
 ) -> None:

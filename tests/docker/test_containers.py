@@ -174,7 +174,7 @@ def test_functions_of_one_service_must_agree_on_the_image(make_engine: MakeEngin
         engine.service(TwoImages, runtime="docker")
 
 
-async def _killed_engine(db: Path) -> str:
+async def _killed_engine(db: Path | str) -> str:
     """An engine (tests/docker/engine_app.py) that started two containers, killed with
     SIGKILL (no clean-up of any kind); its id."""
     app = await anyio.open_process(
@@ -247,6 +247,24 @@ async def test_another_engine_removes_the_containers_a_killed_one_left(
         assert len(await containers_of(third)) == 1
     finally:
         await other.delete(force=True)
+
+
+async def test_the_engine_that_adopts_a_killed_ones_work_removes_its_containers(
+    postgres_dsn: str,
+) -> None:
+    """Two engines on one PostgreSQL database: the first, killed with SIGKILL, leaves two
+    containers; the second finds it gone at a lease check, adopts its work and removes
+    them, its own replica left alone."""
+    dead = await _killed_engine(postgres_dsn)
+    engine = triggerfish.Engine(triggerfish.PostgresStore(postgres_dsn, lease=0.6))
+    engine.function(fns.where, runtime="docker")
+    async with engine:
+        await engine.handle(fns.where).call_remote()  # its own container serves
+        with anyio.fail_after(30):
+            while await containers_of(dead):
+                await anyio.sleep(0.1)
+        assert len(await containers_of(engine.engine_id)) == 1
+    assert await containers_of(engine.engine_id) == []
 
 
 async def test_removing_what_others_left_needs_a_started_runtime() -> None:

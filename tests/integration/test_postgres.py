@@ -137,6 +137,76 @@ async def test_the_work_an_engine_leaves_at_its_stop_is_run_by_another(postgres_
     assert ran_by <= {first.engine_id, second.engine_id}
 
 
+async def test_an_engine_alone_keeps_its_work_and_shares_it_once_another_runs_its_function(
+    postgres_dsn: str,
+) -> None:
+    """Nobody else runs the function: the engine keeps all it is given (no round trip
+    through the shared queue). Another engine starts running it: what the first holds
+    queued beyond its room goes to the shared queue, and the second runs part of it."""
+    first = triggerfish.Engine(postgres_dsn)
+    first.function(fns.sleep_then, replicas=1, concurrency=1)
+    second = triggerfish.Engine(postgres_dsn)
+    second.function(fns.sleep_then, replicas=1, concurrency=1)
+    async with first:
+        handle = first.handle(fns.sleep_then)
+        ids = await handle.start_many(((0.05, i), {}) for i in range(80))
+        connection = await asyncpg.connect(postgres_dsn)
+        try:
+            shared = await connection.fetchval(
+                "SELECT count(*) FROM executions WHERE engine_id IS NULL"
+            )
+        finally:
+            await connection.close()
+        async with second:
+            results = [await handle.await_result(i, timeout=60) for i in ids]
+            done = [await handle.get(i) for i in ids]
+    assert shared == 0  # all of it kept while the first ran alone
+    assert results == list(range(80))
+    assert {e.engine_id for e in done} == {first.engine_id, second.engine_id}
+
+
+async def test_map_through_one_engine_gets_every_result_wherever_it_ran(
+    postgres_dsn: str,
+) -> None:
+    first = triggerfish.Engine(postgres_dsn)
+    second = triggerfish.Engine(postgres_dsn)
+    for engine in (first, second):
+        engine.function(fns.sleep_then, replicas=1, concurrency=1)
+    async with first, second:
+        handle = first.handle(fns.sleep_then)
+        with anyio.fail_after(20):  # the first hears that the second runs the function
+            while not first._core.store.runs_elsewhere(handle.name):
+                await anyio.sleep(0.01)
+        results = [r async for r in handle.starmap((0.02, i) for i in range(100))]
+        page = await handle.list(limit=100)
+        ran_on = {(await handle.get(i)).engine_id for i in page.execution_ids}
+    assert results == list(range(100))
+    assert ran_on == {first.engine_id, second.engine_id}
+
+
+async def test_a_pool_holding_more_than_its_room_gives_all_it_is_given_to_the_queue(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an adoption, a pool may hold more than its room: what is started then goes
+    to the shared queue whole, and runs (here on the same engine, once room opens)."""
+    first = triggerfish.Engine(postgres_dsn)
+    second = triggerfish.Engine(postgres_dsn)
+    for engine in (first, second):
+        engine.function(fns.add)
+    async with first, second:
+        handle = first.handle(fns.add)
+        with anyio.fail_after(20):
+            while not first._core.store.runs_elsewhere(handle.name):
+                await anyio.sleep(0.01)
+        registry = first._core.registry
+        room = registry.room
+        monkeypatch.setattr(registry, "room", lambda service: room(service) - 10_000)
+        ids = await handle.start_many(((i, i), {}) for i in range(5))
+        monkeypatch.setattr(registry, "room", room)
+        results = [await handle.await_result(i, timeout=30) for i in ids]
+    assert results == [0, 2, 4, 6, 8]
+
+
 def test_a_lease_must_be_positive() -> None:
     with pytest.raises(ConfigurationError, match="lease must be a positive"):
         PostgresStore("postgresql://app@127.0.0.1/jobs", lease=0)

@@ -118,7 +118,7 @@ async def test_an_engine_whose_row_was_removed_by_an_adopter_writes_nothing_more
     assert len(owners) == 1  # the refused execution is nowhere
 
 
-async def test_an_unfinished_row_changes_only_by_its_owner_and_a_final_one_by_any(
+async def test_a_row_changes_only_by_its_owner_and_a_rerun_claims_it_first(
     postgres_dsn: str,
 ) -> None:
     store = PostgresStore(postgres_dsn)
@@ -141,18 +141,23 @@ async def test_an_unfinished_row_changes_only_by_its_owner_and_a_final_one_by_an
         await store.insert([record])
         stranger = dataclasses.replace(record, engine_id="another", status=ExecutionStatus.RUNNING)
         unchanged = await written_by("another", stranger)
-        record.status = ExecutionStatus.SUCCEEDED
+        record.status = ExecutionStatus.FAILED
         store.save(record)  # its owner's write
         await store.flush()
-        finished = await store.get(record.id)
-        stranger.status = ExecutionStatus.PENDING  # a rerun by another engine: now its own
-        rerun = await written_by("another", stranger)
+        failed = await store.get(record.id)
+        stranger.status = ExecutionStatus.PENDING  # a late write of another engine: refused
+        still_failed = await written_by("another", stranger)
+        claimed = await store.claim_reruns([record.id, "exe-none"])  # this engine reruns it
+        twice = await store.claim_reruns([record.id])  # a second rerun at once claims nothing
+        rerun = await store.get(record.id)
         await store.aclose()
     assert unchanged.status is ExecutionStatus.PENDING
     assert unchanged.engine_id == store.engine_id
-    assert finished is not None and finished.status is ExecutionStatus.SUCCEEDED
-    assert rerun.status is ExecutionStatus.PENDING
-    assert rerun.engine_id == "another"
+    assert failed is not None and failed.status is ExecutionStatus.FAILED
+    assert still_failed.status is ExecutionStatus.FAILED
+    assert claimed == {record.id} and twice == set()
+    assert rerun is not None and rerun.status is ExecutionStatus.PENDING
+    assert rerun.engine_id == store.engine_id
 
 
 async def test_await_result_hears_of_an_execution_another_engine_finished_or_left(

@@ -39,6 +39,7 @@ class Claims:
         self._told = 0
         self._wanted: set[str] = set()  # services to claim for
         self._wake = anyio.Event()
+        self._functions_changed = True  # the store is to be told what this engine runs
 
     def may_have_work(self, functions: Iterable[str] | None) -> None:
         """Heard (``Channel.WORK``), or told by the engine: the shared queue may hold work of
@@ -60,15 +61,38 @@ class Claims:
         """``Channel.WORK``'s handler."""
         self.may_have_work(functions)
 
+    def functions_changed(self) -> None:
+        """A pool started (or was replaced): the other engines are told what this one runs."""
+        if self._lifecycle.store.shared:
+            self._functions_changed = True
+            self._wake.set()
+
+    def others_changed(self, _: Sequence[str] | None) -> None:
+        """``Channel.ENGINES``'s handler: what the other engines run changed. Where another
+        engine now runs a function of a service, what this engine holds queued beyond its
+        room goes to the shared queue, for whichever has room."""
+        dispatch = self._lifecycle.dispatch
+        specs = map(dispatch.spec_for, dispatch.functions_of(None))
+        for service in {spec.service for spec in specs if spec is not None}:
+            self._lifecycle.share_excess(service)
+
     def _room_opened(self, service: str) -> None:
         self._wanted.add(service)
         self._wake.set()
 
     async def run(self, *, task_status: TaskStatus[None]) -> None:
         task_status.started()
+        store = self._lifecycle.store
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
+            if self._functions_changed:
+                self._functions_changed = False
+                try:
+                    await store.set_functions(self._lifecycle.dispatch.functions_of(None))
+                except StoreUnavailableError as exc:  # told again at the next wake
+                    self._functions_changed = True
+                    logger.warning("engine_functions_not_told", error=str(exc))
             while self._wanted:
                 await self._claim_for(self._wanted.pop())
 

@@ -96,9 +96,10 @@ class EngineCore:
         self.forwarding = Forwarding(self.hub, store)
         self.lifecycle.attach(self.registry, self.timeouts, self.triggering, self.claims)
         # What other engines on a shared store tell (a store of one engine tells nothing).
-        store.hear(Channel.FINISHED, self.lifecycle.finished_elsewhere)
+        store.hear(Channel.FINISHED, self.lifecycle.finished_elsewhere, on_demand=True)
         store.hear(Channel.CANCEL, self.lifecycle.cancel_asked)
         store.hear(Channel.WORK, self.claims.heard)
+        store.hear(Channel.ENGINES, self.claims.others_changed)
         store.hear(Channel.TRIGGERS, self.triggering.changed_elsewhere)
         self.nested = NestedCalls(self.lifecycle, self.triggering.emit)
         #: Publish an event; returns the ids of the executions it caused, once committed.
@@ -306,6 +307,11 @@ class EngineCore:
         else:
             records = [await self.record(i) for i in execution_ids]
             records = [r for r in records if belongs_to(r.function, function)]
+        if self.store.shared:  # another engine may rerun the same ones at once
+            live = self.lifecycle.live
+            wanted = [r.id for r in records if r.status in _RERUNNABLE and r.id not in live]
+            claimed = await self.store.claim_reruns(wanted)
+            records = [r for r in records if r.id in claimed]
         return self.lifecycle.rerun(records, spec)
 
     async def list_ids(self, query: ExecutionQuery) -> list[str]:

@@ -70,7 +70,7 @@ class Forwarding:
         self._wake: anyio.Event | None = None
         if store.shared:
             hub.on_subscribed = lambda _: self._stir()
-            store.hear(Channel.EVENTS, self._heard)
+            store.hear(Channel.EVENTS, self._heard, on_demand=True)
             store.hear(Channel.WATCHING, lambda _: self._stir())
 
     def _stir(self) -> None:
@@ -95,7 +95,12 @@ class Forwarding:
                 wanted = frozenset(kind.kind for kind in self._hub.subscribed & TOLD)
                 try:
                     if wanted != watching:
+                        # Heard before the others are told to tell, and until they stop.
+                        if wanted:
+                            await self._store.hear_now(Channel.EVENTS, True)
                         await self._store.set_watching(wanted)
+                        if not wanted:
+                            await self._store.hear_now(Channel.EVENTS, False)
                         watching = wanted
                     self._tell({EVENT_KINDS[k] for k in await self._store.watched()} & TOLD)
                 except StoreUnavailableError as exc:

@@ -48,7 +48,7 @@ from ..models import (
     FunctionSpec,
     new_execution_ids,
 )
-from ..store.abc import Store
+from ..store.abc import Channel, Store
 from .events import (
     EventHub,
     ExecutionCreated,
@@ -82,6 +82,8 @@ TRANSITIONS: Mapping[ExecutionStatus, frozenset[ExecutionStatus]] = {
     TIMED_OUT: frozenset({PENDING}),
 }
 
+#: Seconds ``Channel.FINISHED`` is heard after the last waiter for another engine's work.
+HEARING = 5.0
 MAX_LOG_ENTRIES = 10_000
 MAX_LOG_TEXT = 64 * 1024
 MAX_RESULT_BYTES = 256 * 1024 * 1024  # sqlite refuses a value over 1e9 bytes
@@ -193,6 +195,10 @@ class Dispatch(Functions, Protocol):
     def functions_of(self, service: str | None) -> Collection[str]:
         """The functions of a service (None: of every service); none if it is unknown."""
 
+    def unqueue(self, service: str, count: int) -> list[ExecutionRecord]:
+        """Take at most ``count`` executions out of the service's queue, the latest queued
+        first."""
+
     def watch_room(self, service: str, room_opened: Callable[[str], None] | None) -> None:
         """Call ``room_opened(service)`` each time a slot of the service's pool frees while
         its queue runs low (None: no more)."""
@@ -204,6 +210,9 @@ class SharedWork(Protocol):
     def may_have_work(self, functions: Iterable[str] | None) -> None:
         """The shared queue may hold executions of ``functions`` (None: of any function):
         claim them while this engine has room."""
+
+    def functions_changed(self) -> None:
+        """The functions this engine runs changed: the other engines are to hear of it."""
 
 
 class Firings(Protocol):
@@ -325,7 +334,9 @@ class Lifecycle:
         self.check_open()
         spec = self.dispatch.spec_of(function)
         now = time.time()
-        keep = self._room(spec.service) if self.store.shared else len(inputs)
+        keep = len(inputs)
+        if self._sharing_work(spec.name):
+            keep = max(0, self._room(spec.service))
         lives: list[Live] = []
         for execution_id, blob in zip(new_execution_ids(len(inputs)), inputs, strict=True):
             kept = len(lives) < keep
@@ -389,7 +400,14 @@ class Lifecycle:
         live, engine_id = self.live, self.engine_id
         rooms: dict[str, int] = {}
         kept = []
+        elsewhere = self.store.runs_elsewhere
         for record in records:
+            if not elsewhere(record.function):  # nobody else to run it: this engine keeps it
+                record.engine_id = engine_id
+                live[record.id] = Live(record, born=born)
+                if not born:
+                    kept.append(record)
+                continue
             service = record.service
             room = rooms.get(service)
             if room is None:
@@ -411,6 +429,24 @@ class Lifecycle:
 
     def _room(self, service: str) -> int:
         return self.dispatch.room(service) - self._born.get(service, 0)
+
+    def _sharing_work(self, function: str) -> bool:
+        """Whether work of ``function`` this engine has no room for goes to the shared queue:
+        on a shared store, while another engine runs the function."""
+        return self.store.shared and self.store.runs_elsewhere(function)
+
+    def share_excess(self, service: str) -> None:
+        """Another engine began to run functions of ``service``: what this engine holds
+        queued beyond its room goes to the shared queue (the latest queued first)."""
+        excess = -self._room(service)
+        if excess <= 0:
+            return
+        for record in self.dispatch.unqueue(service, excess):
+            live = self.live.get(record.id)
+            if live is not None and self._sharing_work(record.function):
+                self._share(live)
+            else:
+                self.dispatch.enqueue(record)  # nobody else runs it: back in its queue
 
     def _unborn(self, live: Live) -> None:
         """A triggered execution this engine kept is committed, or will never be."""
@@ -438,10 +474,12 @@ class Lifecycle:
         live.held = Held.SHARED
         self.store.save(record)
 
-    def work_wanted(self, functions: Iterable[str]) -> None:
-        """A pool for ``functions`` started, or resumed: on a shared store, it claims their
-        work from the shared queue."""
+    def work_wanted(self, functions: Iterable[str], *, started: bool = False) -> None:
+        """A pool for ``functions`` ``started``, or resumed: on a shared store, it claims
+        their work from the shared queue (and the other engines hear what this one runs)."""
         if self.store.shared and self._sharing is not None:
+            if started:
+                self._sharing.functions_changed()
             self._sharing.may_have_work(functions)
 
     @staticmethod
@@ -576,12 +614,29 @@ class Lifecycle:
     async def hear_elsewhere(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """On a shared store, while the engine runs: read the executions other engines
         finished that someone here waits for, many in one read, and settle their waiters;
-        look for the asks to cancel that went unheard."""
+        look for the asks to cancel that went unheard. ``Channel.FINISHED`` is heard only
+        while someone here waits for another engine's work (and ``HEARING`` seconds after,
+        lest a stream of calls begin and end it each time): before a waiter's first read,
+        so that a finish is either heard, or already in what is read."""
         task_status.started()
+        hearing = False
         while True:
-            await self._read_wake.wait()
+            if hearing and not self._remote:
+                with anyio.move_on_after(HEARING):
+                    await self._read_wake.wait()
+                if not self._remote:
+                    with anyio.move_on_after(1.0, shield=True):  # a stop waits a second at most
+                        await self._hear_finished(False)
+                    hearing = False
+                    continue
+            else:
+                await self._read_wake.wait()
             self._read_wake = anyio.Event()
+            unread: set[str] = set()
             try:
+                if self._remote and not hearing:
+                    await self._hear_finished(True)
+                    hearing = True
                 if self._cancels_unheard:
                     self._cancels_unheard = False
                     now = time.time()
@@ -589,7 +644,6 @@ class Lifecycle:
                         live = self.live.get(execution_id)
                         if live is not None:
                             self._cancel_live(live, "cancelled at another engine's request", now)
-                unread: set[str] = set()
                 unread, self._unread = self._unread, unread
                 wanted = [i for i in unread if i in self._remote]
                 for start in range(0, len(wanted), 1000):
@@ -601,6 +655,9 @@ class Lifecycle:
             except StoreUnavailableError as exc:  # read at the next word, or reconnection
                 self._unread |= unread
                 logger.warning("engine_remote_read_failed", error=str(exc))
+
+    async def _hear_finished(self, hearing: bool) -> None:
+        await self.store.hear_now(Channel.FINISHED, hearing)
 
     @staticmethod
     async def wait_for(waiter: Waiter) -> ExecutionRecord:
@@ -838,7 +895,7 @@ class Lifecycle:
         """An execution this engine does not hold, to cancel: claimed from the shared queue
         (its Live, to cancel here), or asked of its owner (None). An execution that moves
         between the two meanwhile is looked at again."""
-        while True:
+        for _ in range(10):  # it moves between owners: looked at again, a few times
             claimed = await self.store.claim_ids((execution_id,))
             if claimed:
                 self.take(claimed)
@@ -851,6 +908,8 @@ class Lifecycle:
                 return live
             if stored.engine_id == self.engine_id:  # taken by this engine meanwhile
                 return self.live.get(execution_id)
+            await anyio.sleep(0.01)
+        return None
 
     def _cancel_live(self, live: Live, message: str, now: float) -> None:
         """Cancel an unfinished execution this engine holds."""
@@ -945,7 +1004,13 @@ class Lifecycle:
         asked to cancel is cancelled. Those this engine holds already are skipped."""
         now = time.time()
         for record in records:
-            if record.id in self.live:
+            held = self.live.get(record.id)
+            if held is not None:
+                if held.held in _SHARED and held.record.status is PENDING:
+                    # Claimed back before this engine heard that it was given away.
+                    held.held = None
+                    held.record.engine_id = self.engine_id
+                    self.enqueue(held)
                 continue
             record.engine_id = self.engine_id
             live = self.live[record.id] = Live(record)
@@ -1066,6 +1131,8 @@ class Lifecycle:
                     if record.status is PENDING:
                         self.enqueue(live)
                 elif record.status is PENDING:  # in the shared queue from now on
+                    if self.store.queued(execution_id):
+                        continue  # given away after this commit was made: at the next
                     del live_now[execution_id]
                     self._forget_shared(live)
                     shared.add(record.function)
@@ -1089,10 +1156,13 @@ class Lifecycle:
         self._hear_no_more()
 
     def _forget_shared(self, live: Live) -> None:
-        """An execution given to the shared queue: its waiter here waits for whoever runs it."""
+        """An execution given to the shared queue: its waiter here waits for whoever runs it
+        (read once ``Channel.FINISHED`` is heard, in case it finished before)."""
         if live.waiter is not None:
             self._watched.pop(live.record.id, None)
             self._remote[live.record.id] = live.waiter
+            self._unread.add(live.record.id)
+            self._read_wake.set()
 
     def _unstorable(self, execution_id: str, why: str) -> None:
         """An execution the store could not write (its own fault, such as a value no row can

@@ -141,6 +141,10 @@ class Registry:
             return 0
         return pool.room()
 
+    def unqueue(self, service: str, count: int) -> list[ExecutionRecord]:
+        pool = self.pools.get(service)
+        return pool.unqueue(count) if pool is not None else []
+
     def functions_of(self, service: str | None) -> Collection[str]:
         if service is None:
             return list(self.functions)
@@ -272,7 +276,7 @@ class Registry:
                 missing = FunctionMissingError(f"{name} has no {record.function}")
                 self._lifecycle.fail_queued(record, missing, now)
         await self._task_group.start(pool.run, self._task_group, name=f"pool-{name}")
-        self._lifecycle.work_wanted(service.functions)
+        self._lifecycle.work_wanted(service.functions, started=True)
 
     async def remove_left_by(self, engine_ids: Collection[str]) -> None:
         """Remove the replicas that engines now gone left running, on every runtime started

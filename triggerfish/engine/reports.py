@@ -59,8 +59,8 @@ class PoolReports:
                     self._on_call(slots, message)
                     continue
                 record = slots.assigned.get(message[1])
-                if record is None:
-                    continue
+                if record is None or record.id not in lifecycle.placed:
+                    continue  # not its execution any more (put back as the engine stops)
                 if kind == protocol.LOG:
                     lifecycle.logged(record, message[2], message[3], now)
                 elif kind == protocol.PROGRESS:

@@ -25,9 +25,14 @@ from .replica import protocol
 from .runtimes.abc import Replica, ReplicaListener, ReplicaPlan, Runtime
 
 #: On a store several engines share, how many executions a pool takes queued ahead of what
-#: its replicas run, at least (as many as they run at most, if that is more); the rest wait
-#: in the shared queue for whichever engine has room.
+#: its replicas run, at least; or as many as they run at most, or as many as they finish in
+#: ``AHEAD`` seconds while busy, if that is more. The rest wait in the shared queue for
+#: whichever engine has room: work that this engine would finish within a second is not
+#: worth a round trip through the database (a claim costs the server a row write).
 PREFETCH = 32
+AHEAD = 1.0
+RATE_AFTER = 0.01  # seconds of busy time, and executions, before a pool's rate is trusted
+RATE_DONE = 50
 
 
 class Slots:
@@ -105,20 +110,46 @@ class ServicePool(ReplicaListener):
         # Called when a slot frees and the queue runs low, while the shared queue may hold
         # this pool's work (set by the part that claims it).
         self.on_room: Callable[[str], None] | None = None
+        # How fast its replicas finish executions while it has work queued: executions
+        # finished, over the seconds they took (both halved as they grow, so that the rate
+        # follows what the pool does now).
+        self._busy_done = 0
+        self._busy_seconds = 0.0
+        self._last_done = 0.0
+        self._was_busy = False
 
     # -- what the engine calls ------------------------------------------------------------
 
     def room(self) -> int:
         """How many more executions this pool should hold, where work is shared among
-        engines: its replicas' slots at their most, and as many again queued (PREFETCH at
-        least), less what it holds."""
+        engines: its replicas' slots at their most, and what it queues ahead (see PREFETCH),
+        less what it holds."""
         capacity = self.spec.max_replicas * self.spec.concurrency
-        return capacity + max(capacity, PREFETCH) - self.queued - sum(self.running.values())
+        return capacity + self._ahead(capacity) - self.queued - sum(self.running.values())
+
+    def _ahead(self, capacity: int) -> int:
+        # Trusted once it covers a while: a few results in one frame would make it huge.
+        busy, done = self._busy_seconds, self._busy_done
+        rate = done / busy if busy >= RATE_AFTER and done >= RATE_DONE else 0.0
+        return max(capacity, PREFETCH, int(rate * AHEAD))
 
     def _low(self) -> bool:
         """Whether the queue is low enough for a claim to be worth a round trip."""
         capacity = self.spec.max_replicas * self.spec.concurrency
-        return self.queued <= max(capacity, PREFETCH) // 2
+        return self.queued <= self._ahead(capacity) // 2
+
+    def _finished_one(self) -> None:
+        """Count an execution's end towards the rate while the pool is busy (something ran
+        or waited since the last end: the time between the two counts)."""
+        now = time.monotonic()
+        if self._was_busy:
+            self._busy_seconds += now - self._last_done
+            self._busy_done += 1
+            if self._busy_done >= 10_000:
+                self._busy_done //= 2
+                self._busy_seconds /= 2
+        self._was_busy = bool(self.queued) or any(self.running.values())
+        self._last_done = now
 
     def enqueue(self, record: ExecutionRecord) -> None:
         self.queues[record.function].append(record)
@@ -149,6 +180,21 @@ class ServicePool(ReplicaListener):
         self.queued -= 1
         return True
 
+    def unqueue(self, count: int) -> list[ExecutionRecord]:
+        """Take at most ``count`` queued executions out, the latest queued first (function
+        by function, in turn)."""
+        taken: list[ExecutionRecord] = []
+        queues = [queue for queue in self.queues.values() if queue]
+        while len(taken) < count and queues:
+            for queue in list(queues):
+                taken.append(queue.pop())
+                if not queue:
+                    queues.remove(queue)
+                if len(taken) == count:
+                    break
+        self.queued -= len(taken)
+        return taken
+
     def drain_queue(self) -> list[ExecutionRecord]:
         """Take every queued execution out (they fail with the service's init error)."""
         drained = [record for queue in self.queues.values() for record in queue]
@@ -161,6 +207,7 @@ class ServicePool(ReplicaListener):
         """An execution on ``slots`` ended: free its slot."""
         if slots.assigned.pop(record.id, None) is not None:
             self.running[record.function] -= 1
+            self._finished_one()
             if not slots.assigned:
                 if self.inactive or self.retired:
                     self._retire(slots)

@@ -128,6 +128,7 @@ class Triggering:
         self.leading = False  # this engine runs the cron clock (see lead_changed)
         self._stop_hearing_statuses: Any = None
         self._changed = Told()  # triggers other engines changed, to read again
+        self._changing: dict[str, int] = {}  # triggers this engine is storing a change of
 
     # -- starting -------------------------------------------------------------------------
 
@@ -153,11 +154,17 @@ class Triggering:
             return
         store = self._lifecycle.store
         now = time.time()
-        crons = [
-            trigger
-            for trigger in map(self._refreshed, await store.list_triggers())
-            if isinstance(trigger.spec, CronTriggerSpec)
-        ]
+        crons = []
+        for fresh in await store.list_triggers():
+            if fresh.id in self._changing:  # this engine's own change is on its way
+                if fresh.id in self.records:  # (not a deletion)
+                    crons.append(self.records[fresh.id])
+            elif isinstance(fresh.spec, CronTriggerSpec):
+                crons.append(self._refreshed(fresh))  # its cursor, as stored
+            elif fresh.id not in self.records:  # other changes are heard on their channel
+                self._add(fresh)
+        self._hear_statuses()
+        crons = [t for t in crons if isinstance(t.spec, CronTriggerSpec)]
         # The times since each cursor that were fired, by an engine that stopped (or lost
         # the lead) before it stored the cursor past them: neither run again nor missed.
         keys = {(t.id, when.isoformat()) for t in crons for when in self._since_cursor(t, now)}
@@ -202,19 +209,17 @@ class Triggering:
         return trigger
 
     async def refresh_counts(self) -> None:
-        """On a shared store, the triggers' counts as every engine stored them (each engine
-        counts its own firings, suppressions and misses, and the store sums them up): read
-        before they are shown. A trigger whose spec changed elsewhere is read again."""
+        """On a shared store, the triggers' counts as stored: ``fired`` summed over every
+        engine; ``suppressed`` and ``missed`` as the engine that wrote last counted them
+        (the cron clock's leader alone counts a cron trigger's). Read before they are shown."""
         store = self._lifecycle.store
         if not store.shared:
             return
         await store.flush()  # this engine's counts so far are in what is read
-        changed = []
         for fresh in await store.trigger_counts():
             trigger = self.records.get(fresh.id)
             if trigger is None or trigger.spec != fresh.spec:
-                changed.append(fresh.id)
-                continue
+                continue  # a change on its way, here or from elsewhere: counted next time
             trigger.fired, trigger.suppressed, trigger.missed = (
                 fresh.fired,
                 fresh.suppressed,
@@ -223,8 +228,6 @@ class Triggering:
             trigger.last_suppressed_at = fresh.last_suppressed_at
             trigger.last_suppressed_reason = fresh.last_suppressed_reason
             trigger.last_missed_at = fresh.last_missed_at
-        if changed:
-            self.changed_elsewhere(changed)
 
     # -- what other engines changed -------------------------------------------------------
 
@@ -256,12 +259,14 @@ class Triggering:
         now = time.time()
         found = {trigger.id: trigger for trigger in fresh}
         for trigger_id in looked_at:
+            if trigger_id in self._changing:
+                continue  # this engine's own change is on its way: newer than what was read
             if trigger_id not in found and trigger_id in self.records:
                 self._forget(self.records[trigger_id])
                 logger.info("trigger_deleted_elsewhere", trigger_id=trigger_id)
         for trigger in fresh:
             mine = self.records.get(trigger.id)
-            if mine is not None and mine.spec == trigger.spec:
+            if trigger.id in self._changing or (mine is not None and mine.spec == trigger.spec):
                 continue  # its state moved on (counts, cursor): not a change to act on
             logger.info("trigger_changed_elsewhere", trigger_id=trigger.id)
             self._arm(self._refreshed(trigger), now)
@@ -301,7 +306,7 @@ class Triggering:
         self._arm(trigger, now)
         store = self._lifecycle.store
         store.save_trigger(trigger)
-        await store.flush()
+        await self._stored(trigger.id)
         logger.info("trigger_saved", trigger_id=trigger.id, trigger=spec.name, active=spec.active)
         return trigger
 
@@ -311,8 +316,19 @@ class Triggering:
         self._forget(found)
         store = self._lifecycle.store
         store.delete_trigger(found.id)
-        await store.flush()
+        await self._stored(found.id)
         logger.info("trigger_deleted", trigger_id=found.id, trigger=found.spec.name)
+
+    async def _stored(self, trigger_id: str) -> None:
+        """Wait until this engine's change of a trigger is committed; meanwhile, what is read
+        of it from the store is older than what this engine holds, and left alone."""
+        self._changing[trigger_id] = self._changing.get(trigger_id, 0) + 1
+        try:
+            await self._lifecycle.store.flush()
+        finally:
+            left = self._changing.pop(trigger_id) - 1
+            if left:
+                self._changing[trigger_id] = left
 
     def _forget(self, trigger: TriggerRecord) -> None:
         """A deleted trigger takes effect no more."""

@@ -235,6 +235,9 @@ class GroupCommitStore(Store):
             self._stirring = True
             self._stirred.set()
 
+    def queued(self, execution_id: str) -> bool:
+        return execution_id in self._pending or execution_id in self._lingering
+
     def create(
         self, record: ExecutionRecord, once: tuple[str, str] | None = None, *, lazy: bool = False
     ) -> None:

@@ -72,6 +72,9 @@ class Channel:
     EVENTS = "events"
     #: An engine began or stopped watching other engines' events.
     WATCHING = "watching"
+    #: An engine joined, left, or changed the functions it runs (its handlers hear None,
+    #: once the store knows what runs elsewhere: see ``Store.runs_elsewhere``).
+    ENGINES = "engines"
 
 
 class Store(ABC):
@@ -191,6 +194,11 @@ class Store(ABC):
     async def get(self, execution_id: str) -> ExecutionRecord | None:
         """The stored record with that id, or None."""
 
+    def queued(self, execution_id: str) -> bool:
+        """Whether a save of the execution waits for a later commit than the one the commit
+        listener is being told of now."""
+        return False
+
     async def get_many(self, execution_ids: Collection[str]) -> list[ExecutionRecord]:
         """The stored records of these ids (those that exist), in no order."""
         found = [await self.get(execution_id) for execution_id in execution_ids]
@@ -274,6 +282,12 @@ class Store(ABC):
         """``claim`` for these executions alone: those still in the shared queue."""
         return []
 
+    async def claim_reruns(self, execution_ids: Collection[str]) -> set[str]:
+        """Of these executions, those that are FAILED or TIMED_OUT, made this engine's (and
+        PENDING) in one statement, to run again: two engines never rerun the same one. A
+        store of one engine claims nothing: all of them."""
+        return set(execution_ids)
+
     async def ask_to_cancel(self, execution_id: str) -> str | None:
         """Mark an unfinished execution that another engine owns for cancelling, and ask its
         owner (``Channel.CANCEL``); the engine that holds it next cancels it if its owner
@@ -285,14 +299,31 @@ class Store(ABC):
         (see ``ask_to_cancel``): read when some asks may have gone unheard."""
         return []
 
-    def hear(self, channel: str, handler: Heard) -> None:  # noqa: B027 (shared stores only)
+    def hear(  # noqa: B027 (shared stores only)
+        self, channel: str, handler: Heard, *, on_demand: bool = False
+    ) -> None:
         """Call ``handler`` with what other engines on a shared store tell on ``channel`` (see
         ``Channel``), never what this engine tells; with None when some may have gone
-        unheard. Register before ``start``. A store of one engine hears nothing."""
+        unheard. Register before ``start``. ``on_demand``: only while ``hear_now`` says so
+        (what nobody here waits for is not worth receiving). A store of one engine hears
+        nothing."""
+
+    async def hear_now(self, channel: str, hearing: bool) -> None:  # noqa: B027 (as above)
+        """Begin (or stop) hearing an ``on_demand`` channel: from the moment this returns,
+        what is told on it is heard."""
 
     def tell(self, channel: str, messages: Sequence[str]) -> None:  # noqa: B027 (as above)
         """Tell ``messages`` (each a line of text) to the other engines, soon, in order, not
         in a commit. A store of one engine has nobody to tell."""
+
+    def runs_elsewhere(self, function: str) -> bool:
+        """Whether another running engine on the store runs ``function``, as the engines
+        last said (``set_functions``): only then does work of it that this engine has no
+        room for go to the shared queue. False on a store of one engine."""
+        return False
+
+    async def set_functions(self, functions: Collection[str]) -> None:  # noqa: B027 (as above)
+        """Say which functions this engine runs, and tell the others (``Channel.ENGINES``)."""
 
     async def set_watching(self, kinds: Collection[str]) -> None:  # noqa: B027 (as above)
         """Say which kinds of other engines' events this engine's subscribers want (none:

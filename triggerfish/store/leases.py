@@ -36,6 +36,7 @@ __all__ = [
     "ADOPT_WAITING",
     "CRON_LOCK",
     "LAPSED",
+    "RUN_ELSEWHERE",
     "Member",
     "adopt_gone",
     "join",
@@ -77,6 +78,10 @@ _HELD = (
 )
 #: Whether any engine but $1 is gone: its lock is free (its work waits to be adopted).
 LAPSED = f"SELECT EXISTS (SELECT 1 FROM engines e WHERE e.id <> $1 AND NOT EXISTS ({_HELD}))"
+#: The functions that the running engines but $1 run.
+RUN_ELSEWHERE = (
+    f"SELECT DISTINCT unnest(e.functions) FROM engines e WHERE e.id <> $1 AND EXISTS ({_HELD})"
+)
 #: Run after ``adopt_gone``, in its transaction: the PENDING executions of engines that are
 #: gone go to the shared queue (their functions are returned, to be told on Channel.WORK).
 ADOPT_WAITING = (

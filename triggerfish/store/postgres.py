@@ -129,6 +129,7 @@ MIGRATIONS: tuple[str, ...] = (
     leases.SCHEMA,
     leases.SCHEMA_OWNERS,
     sharing.SCHEMA,
+    sharing.SCHEMA_FUNCTIONS,
 )
 
 # Held (for the transaction) by whoever migrates: a second engine starting at once waits, then
@@ -149,13 +150,10 @@ _UPSERT = (
     + ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(_TYPES, start=1))
     + ") ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{column} = excluded.{column}" for column in CHANGING)
-    # A rerun (a final row written again) asks nothing of an earlier cancel.
-    + f", cancel_requested = executions.cancel_requested AND executions.status NOT IN "
-    f"({_FINAL_LIST})"
-    # An unfinished row changes only by its owner's writes ($24: the writer's engine), which
-    # may give it up to the shared queue; a final one may be run again by any engine (a rerun
-    # makes it that engine's).
-     + f" WHERE executions.engine_id = ${len(_TYPES) + 1} OR executions.status IN ({_FINAL_LIST})"
+    # A row changes only by its owner's writes ($24: the writer's engine), which may give it
+    # up to the shared queue; an engine that runs a final one again (a rerun) claims it first
+    # (claim_reruns).
+    + f" WHERE executions.engine_id = ${len(_TYPES) + 1}"
 )
 _INSERT_FIRES = (
     "INSERT INTO fires (trigger_id, key, execution_id, fired_at) "
@@ -189,8 +187,9 @@ _NOTIFY = "SELECT pg_notify($1, notice) FROM unnest($2::text[]) AS notice"
 _FINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 _PENDING = "PENDING"
 #: The channels the listening connection hears whatever the engine registered.
-_FINISHED, _WORK, _TRIGGERS = (
-    sharing.channel_name(c) for c in (Channel.FINISHED, Channel.WORK, Channel.TRIGGERS)
+_FINISHED, _WORK, _TRIGGERS, _ENGINES = (
+    sharing.channel_name(c)
+    for c in (Channel.FINISHED, Channel.WORK, Channel.TRIGGERS, Channel.ENGINES)
 )
 
 #: What a lost or refused connection raises: retried by reconnecting, never a bad row.
@@ -331,9 +330,18 @@ class PostgresStore(SqlStore):
         # What other engines tell (see Channel), heard on a connection of its own.
         self._listening: asyncpg.Connection[Any] | None = None
         self._handlers: dict[str, list[Heard]] = {}  # by NOTIFY channel
+        self._on_demand: set[str] = set()  # channels heard only while asked (hear_now)
+        self._asked: set[str] = set()  # of those, the ones asked for now
+        # One LISTEN or UNLISTEN at a time on the listening connection, never while it is
+        # opened again: it then listens to what is asked when it is done.
+        self._listen_lock = anyio.Lock()
         self._telling: list[tuple[str, list[str]]] = []  # (channel, messages) to tell soon
         self._told = anyio.Event()  # set when there is something to tell
         self._leading: asyncpg.Connection[Any] | None = None  # holds the cron clock's lock
+        # What the other running engines run (see runs_elsewhere), read again when they say
+        # they changed (Channel.ENGINES) and at each lease check.
+        self._elsewhere: frozenset[str] = frozenset()
+        self._peers_changed: anyio.Event | None = None
         # A claim's answer was lost with its connection: the next claim looks for what this
         # engine owns and may not know of.
         self._claims_unsure = False
@@ -381,7 +389,14 @@ class PostgresStore(SqlStore):
             raise
         self._writer, self._pool = writer, pool
         self._writer_backend = writer.get_server_pid()
-        await self._listen()
+        self._handlers.setdefault(_ENGINES, [])  # heard whether the engine listens or not
+        try:
+            with self._as_unavailable():
+                await self._listen()
+                await self._read_peers()
+        except BaseException:
+            await self._close()  # its row, lock and connections: nothing is left behind
+            raise
 
     async def _migrate(self, connection: asyncpg.Connection[Any]) -> None:
         async with connection.transaction():
@@ -410,6 +425,7 @@ class PostgresStore(SqlStore):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._renew, name="store-renew")
                 tg.start_soon(self._teller, name="store-teller")
+                tg.start_soon(self._follow_peers, name="store-peers")
 
     async def aclose(self) -> None:
         if self._running is not None:
@@ -422,7 +438,7 @@ class PostgresStore(SqlStore):
         self._writer = self._pool = self._listening = None
         if pool is not None:
             with anyio.CancelScope(shield=True), contextlib.suppress(*_CONNECTION_ERRORS):
-                await leases.leave(pool, self.member)
+                await self._leave(pool)
         with anyio.CancelScope(shield=True):
             for connection in (writer, listening):
                 if connection is not None:
@@ -430,6 +446,29 @@ class PostgresStore(SqlStore):
                         await connection.close()
             if pool is not None:
                 await pool.close()
+
+    async def _leave(self, pool: asyncpg.Pool[Any]) -> None:
+        """Remove this engine's row, and give to the shared queue whatever PENDING work it
+        still owns without knowing it (a claim whose answer was lost or cut off as the
+        engine stopped); tell the others."""
+        async with pool.acquire() as connection, connection.transaction():
+            freed = await connection.fetch(
+                "UPDATE executions SET engine_id = NULL WHERE engine_id = $1 AND "
+                "status = 'PENDING' RETURNING function",
+                self.member.id,
+            )
+            await leases.leave(connection, self.member)
+            await _notify(connection, _ENGINES, self.member.id, ["left"])
+            if freed:
+                await _notify(connection, _WORK, self.member.id, sorted({r[0] for r in freed}))
+
+    @contextlib.contextmanager
+    def _as_unavailable(self) -> Iterator[None]:
+        """What the server refuses or a lost connection raises, as StoreUnavailableError."""
+        try:
+            yield
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+            raise self._unavailable(exc) from exc
 
     @property
     def _reads(self) -> asyncpg.Pool[Any]:
@@ -457,6 +496,7 @@ class PostgresStore(SqlStore):
                     return
                 if await self._reads.fetchval(leases.LAPSED, self.member.id):
                     self._lapsed.set()
+                self._peers_stirred()  # an engine that is gone runs nothing any more
                 await self._listen_again()
             except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
                 logger.warning("store_lease_not_renewed", server=self.server, error=str(exc))
@@ -466,17 +506,20 @@ class PostgresStore(SqlStore):
         self._lapsed = anyio.Event()
 
     async def take_unfinished(self) -> Adopted:
-        async with self._reads.acquire() as connection, connection.transaction():
-            gone = await leases.adopt_gone(connection, self.member)
-            waiting = sorted({row[0] for row in await connection.fetch(leases.ADOPT_WAITING)})
-            if waiting:  # for the others to claim; this engine claims without being told
-                await _notify(connection, _WORK, self.member.id, waiting)
-            rows = await connection.fetch(
-                f"{leases.ADOPT_RUNNING} RETURNING {COLUMNS}, cancel_requested", self.member.id
-            )
-        if gone:
-            logger.warning("store_engines_gone", server=self.server, engines=gone)
-        return Adopted(sorted(map(_claimed, rows), key=lambda r: r.id), tuple(gone))
+        with self._as_unavailable():
+            async with self._reads.acquire() as connection, connection.transaction():
+                gone = await leases.adopt_gone(connection, self.member)
+                waiting = sorted({row[0] for row in await connection.fetch(leases.ADOPT_WAITING)})
+                if waiting:  # for the others to claim; this engine claims without being told
+                    await _notify(connection, _WORK, self.member.id, waiting)
+                if gone:
+                    await _notify(connection, _ENGINES, self.member.id, ["gone"])
+                rows = await connection.fetch(
+                    f"{leases.ADOPT_RUNNING} RETURNING {COLUMNS}, cancel_requested", self.member.id
+                )
+            if gone:
+                logger.warning("store_engines_gone", server=self.server, engines=gone)
+            return Adopted(sorted(map(_claimed, rows), key=lambda r: r.id), tuple(gone))
 
     # -- the shared queue -----------------------------------------------------------------
 
@@ -500,8 +543,10 @@ class PostgresStore(SqlStore):
                         rows += await connection.fetch(sharing.OWNED_WAITING, self.member.id)
                         self._claims_unsure = False
                 break
-            except _CONNECTION_ERRORS as exc:
+            except BaseException as exc:  # made, maybe, with no answer (cut off, cancelled)
                 self._claims_unsure = True
+                if not isinstance(exc, _CONNECTION_ERRORS):
+                    raise
                 since = anyio.current_time() if since is None else since
                 delay = self._next_delay(delays, since)
                 if delay is None:
@@ -510,20 +555,32 @@ class PostgresStore(SqlStore):
         claimed = {row[0]: _claimed(row) for row in rows}
         return sorted(claimed.values(), key=lambda record: record.id)
 
-    async def ask_to_cancel(self, execution_id: str) -> str | None:
-        async with self._reads.acquire() as connection, connection.transaction():
-            owner = await connection.fetchval(
-                "UPDATE executions SET cancel_requested = true WHERE id = $1 AND "
-                "status = ANY($2::text[]) AND engine_id <> $3 RETURNING engine_id",
-                execution_id,
-                [status.value for status in UNFINISHED_STATUSES],
+    async def claim_reruns(self, execution_ids: Collection[str]) -> set[str]:
+        with self._as_unavailable():
+            rows = await self._reads.fetch(
+                "UPDATE executions SET engine_id = $1, status = 'PENDING', "
+                "cancel_requested = false WHERE id = ANY($2::text[]) AND "
+                "status IN ('FAILED', 'TIMED_OUT') RETURNING id",
                 self.member.id,
+                list(execution_ids),
             )
-            if owner is not None:
-                message = f"{owner} {execution_id}"
-                cancel = sharing.channel_name(Channel.CANCEL)
-                await _notify(connection, cancel, self.member.id, [message])
-        return owner  # type: ignore[no-any-return]
+        return {row[0] for row in rows}
+
+    async def ask_to_cancel(self, execution_id: str) -> str | None:
+        with self._as_unavailable():
+            async with self._reads.acquire() as connection, connection.transaction():
+                owner = await connection.fetchval(
+                    "UPDATE executions SET cancel_requested = true WHERE id = $1 AND "
+                    "status = ANY($2::text[]) AND engine_id <> $3 RETURNING engine_id",
+                    execution_id,
+                    [status.value for status in UNFINISHED_STATUSES],
+                    self.member.id,
+                )
+                if owner is not None:
+                    message = f"{owner} {execution_id}"
+                    cancel = sharing.channel_name(Channel.CANCEL)
+                    await _notify(connection, cancel, self.member.id, [message])
+            return owner  # type: ignore[no-any-return]
 
     async def asked_to_cancel(self) -> list[str]:
         """The executions this engine owns that another engine asked it to cancel: those
@@ -538,23 +595,53 @@ class PostgresStore(SqlStore):
 
     # -- what engines tell each other ------------------------------------------------------
 
-    def hear(self, channel: str, handler: Heard) -> None:
-        self._handlers.setdefault(sharing.channel_name(channel), []).append(handler)
+    def hear(self, channel: str, handler: Heard, *, on_demand: bool = False) -> None:
+        name = sharing.channel_name(channel)
+        self._handlers.setdefault(name, []).append(handler)
+        if on_demand:
+            self._on_demand.add(name)
+
+    async def hear_now(self, channel: str, hearing: bool) -> None:
+        name = sharing.channel_name(channel)
+        async with self._listen_lock:
+            if hearing == (name in self._asked):
+                return
+            if hearing:
+                self._asked.add(name)
+            else:
+                self._asked.discard(name)
+            listening = self._listening
+            if listening is None or listening.is_closed():
+                return  # listened again, as asked, at the next lease check
+            try:
+                if hearing:
+                    await listening.add_listener(name, self._heard)
+                else:
+                    await listening.remove_listener(name, self._heard)
+            except _CONNECTION_ERRORS as exc:
+                listening.terminate()  # opened again, as asked, at the next lease check
+                if hearing:  # what was told meanwhile is read again then (handlers hear None)
+                    raise self._unavailable(exc) from exc
 
     async def _listen(self) -> None:
         """Hear the channels the engine listens to on a connection of its own (it holds
         nothing, so one lost is opened again at the next lease check, telling each handler
         that some may have gone unheard)."""
-        listening = await asyncpg.connect(self.dsn)
-        for channel in self._handlers:
-            await listening.add_listener(channel, self._heard)
-        self._listening = listening
+        async with self._listen_lock:
+            listening = await asyncpg.connect(self.dsn)
+            for channel in self._handlers:
+                if channel not in self._on_demand or channel in self._asked:
+                    await listening.add_listener(channel, self._heard)
+            self._listening = listening
 
     def _heard(self, connection: Any, pid: int, channel: str, payload: object) -> None:
         if pid == self._writer_backend:  # this engine's own commit: not read at all
             return
         sender, messages = sharing.read_payload(str(payload))
         if sender == self.member.id:
+            return
+        if channel == _ENGINES:  # its handlers hear of it once it is read (_follow_peers)
+            self._peers_stirred()
             return
         for handler in self._handlers.get(channel, ()):
             try:
@@ -563,12 +650,61 @@ class PostgresStore(SqlStore):
                 logger.exception("store_notice_failed", channel=channel)
 
     async def _listen_again(self) -> None:
-        if self._listening is not None and not self._listening.is_closed():
-            return
+        """Open the listening connection again if it was lost, or no longer answers within a
+        third of the lease (a half-open connection would hear nothing, silently)."""
+        listening = self._listening
+        if listening is not None and not listening.is_closed():
+            try:
+                async with self._listen_lock:
+                    with anyio.fail_after(self.member.lease / 3):
+                        await listening.fetchval("SELECT 1")
+                return
+            except (TimeoutError, *_CONNECTION_ERRORS, asyncpg.PostgresError):
+                listening.terminate()
         await self._listen()
         for handlers in self._handlers.values():
             for handler in handlers:
                 handler(None)
+
+    # -- what the other engines run ------------------------------------------------------
+
+    def runs_elsewhere(self, function: str) -> bool:
+        return function in self._elsewhere
+
+    async def set_functions(self, functions: Collection[str]) -> None:
+        with self._as_unavailable():
+            async with self._reads.acquire() as connection, connection.transaction():
+                await connection.execute(
+                    "UPDATE engines SET functions = $2 WHERE id = $1",
+                    self.member.id,
+                    sorted(functions),
+                )
+                await _notify(connection, _ENGINES, self.member.id, ["functions"])
+
+    def _peers_stirred(self) -> None:
+        if self._peers_changed is not None:
+            self._peers_changed.set()
+
+    async def _follow_peers(self) -> None:
+        """Read what the other engines run whenever one says it changed, or a lease check
+        may have found one gone; tell the engine's handlers when it did change."""
+        self._peers_changed = anyio.Event()
+        while True:
+            await self._peers_changed.wait()
+            self._peers_changed = anyio.Event()  # a change told during the read: read again
+            before = self._elsewhere
+            try:
+                await self._read_peers()
+            except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+                logger.warning("store_engines_unread", server=self.server, error=str(exc))
+                continue
+            if self._elsewhere != before:
+                for handler in self._handlers.get(_ENGINES, ()):
+                    handler(None)
+
+    async def _read_peers(self) -> None:
+        rows = await self._reads.fetch(leases.RUN_ELSEWHERE, self.member.id)
+        self._elsewhere = frozenset(row[0] for row in rows)
 
     def tell(self, channel: str, messages: Sequence[str]) -> None:
         if messages:
@@ -595,12 +731,13 @@ class PostgresStore(SqlStore):
                     )
 
     async def set_watching(self, kinds: Collection[str]) -> None:
-        async with self._reads.acquire() as connection, connection.transaction():
-            await connection.execute(
-                "UPDATE engines SET watching = $2 WHERE id = $1", self.member.id, sorted(kinds)
-            )
-            channel = sharing.channel_name(Channel.WATCHING)
-            await _notify(connection, channel, self.member.id, [" ".join(sorted(kinds))])
+        with self._as_unavailable():
+            async with self._reads.acquire() as connection, connection.transaction():
+                await connection.execute(
+                    "UPDATE engines SET watching = $2 WHERE id = $1", self.member.id, sorted(kinds)
+                )
+                channel = sharing.channel_name(Channel.WATCHING)
+                await _notify(connection, channel, self.member.id, [" ".join(sorted(kinds))])
 
     async def watched(self) -> set[str]:
         rows = await self._read(

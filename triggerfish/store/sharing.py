@@ -24,6 +24,7 @@ __all__ = [
     "CLAIM_IDS",
     "OWNED_WAITING",
     "SCHEMA",
+    "SCHEMA_FUNCTIONS",
     "channel_name",
     "payloads",
     "read_payload",
@@ -37,6 +38,10 @@ SCHEMA = """
         WHERE engine_id IS NULL AND status = 'PENDING';
     ALTER TABLE executions ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT false;
     ALTER TABLE engines ADD COLUMN watching TEXT[] NOT NULL DEFAULT '{}';
+"""
+#: The step after it: the functions each engine runs (see Store.runs_elsewhere).
+SCHEMA_FUNCTIONS = """
+    ALTER TABLE engines ADD COLUMN functions TEXT[] NOT NULL DEFAULT '{}';
 """
 
 _RETURNED = ", ".join(f"x.{column}" for column in COLUMNS.split(", ")) + ", x.cancel_requested"
