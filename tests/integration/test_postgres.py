@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import urllib.parse
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -24,6 +25,14 @@ from triggerfish import (
 from . import fns
 
 pytestmark = pytest.mark.anyio
+
+
+async def _scalar(dsn: str, sql: str) -> Any:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetchval(sql)
+    finally:
+        await connection.close()
 
 
 def _free_port() -> int:
@@ -150,13 +159,9 @@ async def test_an_engine_alone_keeps_its_work_and_shares_it_once_another_runs_it
     async with first:
         handle = first.handle(fns.sleep_then)
         ids = await handle.start_many(((0.05, i), {}) for i in range(80))
-        connection = await asyncpg.connect(postgres_dsn)
-        try:
-            shared = await connection.fetchval(
-                "SELECT count(*) FROM executions WHERE engine_id IS NULL"
-            )
-        finally:
-            await connection.close()
+        shared = await _scalar(
+            postgres_dsn, "SELECT count(*) FROM executions WHERE engine_id IS NULL"
+        )
         async with second:
             results = [await handle.await_result(i, timeout=60) for i in ids]
             done = [await handle.get(i) for i in ids]
@@ -340,13 +345,9 @@ async def test_starts_during_a_short_outage_wait_for_the_server_and_none_is_lost
         tg.cancel_scope.cancel()
     assert waited >= 1.0  # start() returned only once its execution was stored
     assert results == [i + 1 for i in range(20)] + [i + 2 for i in range(20)]
-    connection = await asyncpg.connect(postgres_dsn)
-    try:
-        stored = await connection.fetchval(
-            "SELECT count(*) FROM executions WHERE status = 'SUCCEEDED'"
-        )
-    finally:
-        await connection.close()
+    stored = await _scalar(
+        postgres_dsn, "SELECT count(*) FROM executions WHERE status = 'SUCCEEDED'"
+    )
     assert stored == 40
 
 
