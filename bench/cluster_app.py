@@ -1,12 +1,14 @@
-"""The engines bench/cluster.py runs in processes of their own, on one PostgreSQL database.
+"""An engine of bench/cluster.py, in a process of its own, on a PostgreSQL database.
 
-``active DSN N``: starts N executions of ``work`` (2 replicas of 8 slots), prints
-``submitted`` once they are stored, then idles until it is killed. Its replicas never finish
-one (each sleeps a minute there: ``TRIGGERFISH_BENCH_ROLE=active``), so that at the kill 16
-run and the rest wait.
-``standby DSN``: waits as a standby; once active, prints ``active <time>``, waits until no
-execution of ``work`` is unfinished, and prints ``done <time> <succeeded>`` (wall-clock
-times, to be compared with the moment the bench killed the active engine).
+``cluster_app.py DSN`` starts an engine with two functions, prints ``ready <engine id>`` once
+their replicas are up, then reads commands from stdin, one a line:
+
+* ``map N``: starts N no-op executions of ``work`` (2 replicas of 256 slots) through this
+  engine and waits for all their results, wherever they ran; prints ``done <seconds>``.
+* ``hold N``: starts N executions of ``hold`` (2 replicas of 250 slots, two attempts each);
+  prints ``submitted``. On an engine started with ``TRIGGERFISH_BENCH_ROLE=held`` they never
+  finish (each sleeps a minute there): the bench kills that engine with them held, 500
+  running and the rest queued; elsewhere each takes 1 ms.
 """
 
 from __future__ import annotations
@@ -14,46 +16,47 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Any
 
 import anyio
 
-from triggerfish import Engine, ExecutionStatus
+from triggerfish import Engine
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import wait_ready
 
 
-def work(i: int) -> int:
-    """1 ms, except on the active engine's replicas (see the module's docstring)."""
-    time.sleep(60 if os.environ.get("TRIGGERFISH_BENCH_ROLE") == "active" else 0.001)
+def work(x: Any = None) -> None:
+    return None
+
+
+def hold(i: int) -> int:
+    time.sleep(60 if os.environ.get("TRIGGERFISH_BENCH_ROLE") == "held" else 0.001)
     return i
 
 
-def build(dsn: str) -> Engine:
+async def main(dsn: str) -> None:
     engine = Engine(dsn, drain_timeout=1)
-    engine.function(work, replicas=2, concurrency=8, max_attempts=2)  # a lost attempt reruns
-    return engine
-
-
-async def active(dsn: str, count: int) -> None:
-    engine = build(dsn)
+    engine.function(work, replicas=2, concurrency=256)
+    # A lost attempt reruns at once (no backoff): the figure is the failover, not the policy.
+    engine.function(hold, replicas=2, concurrency=250, max_attempts=2, backoff=0)
     async with engine:
-        await engine.handle(work).start_many(((i,), {}) for i in range(count))
-        print("submitted", flush=True)
-        await anyio.sleep_forever()
-
-
-async def standby(dsn: str) -> None:
-    engine = build(dsn)
-    async with engine:
-        print(f"active {time.time()}", flush=True)
-        handle = engine.handle(work)
-        await handle.wait_for_completion(timeout=300)
-        done = time.time()
-        counts = await handle.statistics()
-        print(f"done {done} {counts[ExecutionStatus.SUCCEEDED]}", flush=True)
+        await wait_ready(engine, "work", 2)
+        await wait_ready(engine, "hold", 2)
+        print(f"ready {engine.engine_id}", flush=True)
+        lines = anyio.wrap_file(sys.stdin)
+        while line := (await lines.readline()).split():
+            command, count = line[0], int(line[1])
+            if command == "map":
+                handle = engine.handle(work)
+                start = time.perf_counter()
+                for waiter in await handle.start_watched([()] * count):
+                    await handle.result_of(waiter)
+                print(f"done {time.perf_counter() - start}", flush=True)
+            elif command == "hold":
+                await engine.handle(hold).start_many(((i,), {}) for i in range(count))
+                print("submitted", flush=True)
 
 
 if __name__ == "__main__":
-    mode, dsn, *rest = sys.argv[1:]
-    if mode == "active":
-        anyio.run(active, dsn, int(rest[0]))
-    else:
-        anyio.run(standby, dsn)
+    anyio.run(main, sys.argv[1])
