@@ -161,8 +161,8 @@ async def serve(
         async with anyio.create_task_group() as signals:
             # Receiving from before the engine starts until after it has drained: no signal
             # ever falls to Python's default handlers (a KeyboardInterrupt inside the drain).
-            # A standby's start waits for the active engine (see store/leases.py): a signal
-            # then stops the wait.
+            # A start that waits (for a store server out of reach, retried with backoff)
+            # is stopped by a signal.
             starting = anyio.CancelScope()
             await signals.start(_on_signals, server, engine, starting, name="signals")
             with starting:
@@ -237,7 +237,7 @@ async def _on_signals(
             if count == 1:
                 logger.info("daemon_signal", signal=name)
                 server.should_exit = True
-                if not engine.core.running:  # still starting (a standby): stop waiting
+                if not engine.core.running:  # still starting: stop waiting
                     starting.cancel()
             elif count == 2:
                 logger.warning("daemon_drain_abandoned", signal=name)

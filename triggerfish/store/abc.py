@@ -108,7 +108,7 @@ class Store(ABC):
     """
 
     #: The id the store gives the engine on it, where the store names its engines itself (a
-    #: shared database's row of the active engine); None: the engine chooses one.
+    #: shared database's row of this engine); None: the engine chooses one.
     engine_id: str | None = None
     #: Whether other engines write this store too: work is shared among them (see ``claim``)
     #: and a waiter may wait for another's work.
