@@ -148,13 +148,13 @@ async def test_a_trigger_created_on_one_engine_fires_for_an_event_emitted_to_the
     cluster: Cluster,
 ) -> None:
     first, second = cluster(2)
-    created_at = time.monotonic()
-    with first.http() as http:
+    with first.http() as http, second.http() as on_second:
         answer = http.post("/triggers", json=ON_ITEM)
         assert answer.status_code == 201, answer.text
-    with second.http() as http:
-        poll(lambda: http.get("/triggers/on-item").status_code == 200, 5, "the trigger")
+        created_at = time.monotonic()  # stored and told: in effect everywhere soon
+        poll(lambda: on_second.get("/triggers/on-item").status_code == 200, 5, "the trigger")
         assert time.monotonic() - created_at < 1.0  # in effect there within a second
+    with second.http() as http:
         event = {"resource": "Item", "action": "Created", "body": {"id": "a"}}
         (execution_id,) = http.post("/events", json=event).json()["execution_ids"]
     async with Client(first.url, first.key) as client:
