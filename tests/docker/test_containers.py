@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from triggerfish.engine.runtimes.docker import (
     DockerRuntime,
     default_image,
 )
+from triggerfish.engine.runtimes.sockets import FrameServer
 from triggerfish.testing.contract import Heard, _plan
 
 from . import fns
@@ -296,6 +298,25 @@ async def test_a_replica_still_starting_when_the_runtime_closes_is_removed_first
         await runtime.aclose()
         assert len(heard.exits) == len(started)  # each replica ended, and was told so once
         assert await containers_of(runtime.engine_id) == []
+
+
+async def test_the_replica_socket_stops_in_the_round_a_replica_connects(tmp_path: Path) -> None:
+    """The runtime's close stops its socket server in the very round of the event loop whose
+    poll saw a replica connect (a replacement started just before the engine stopped): the
+    accept's reader callback is queued behind the close then. The listener is closed, which
+    takes that callback back; a cancelled accept would leave it to complete its cancelled
+    future (InvalidStateError, which the anyio runner raises here)."""
+    server = FrameServer()
+    path = str(tmp_path / "engine.sock")
+    async with anyio.create_task_group() as tg:
+        await tg.start(server.serve, await anyio.create_unix_listener(path))
+        await anyio.wait_all_tasks_blocked()  # the accept waits for the socket to be readable
+        with socket.socket(socket.AF_UNIX) as replica:
+            replica.connect(path)  # seen by the loop's next poll, whose callbacks run after
+            await anyio.lowlevel.checkpoint()  # this task's next step: the close
+            with anyio.fail_after(5):
+                await server.close()
+    assert server.refused == 0
 
 
 async def test_a_runtime_without_a_docker_engine_fails_its_executions_clearly(

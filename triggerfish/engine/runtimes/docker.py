@@ -288,7 +288,6 @@ class DockerRuntime(Runtime):
         self._broken = "the Docker runtime was not started"
         self._server = FrameServer()
         self._dir: str | None = None
-        self._serve_scope: CancelScope | None = None
         self._code_dirs: list[str] = []
         self._lib_binds: list[str] = []
         # From its launch until its container is removed: what the close waits for.
@@ -328,12 +327,8 @@ class DockerRuntime(Runtime):
         self._dir = await anyio.to_thread.run_sync(tempfile.mkdtemp, "", "triggerfish-")
         self._builder = ImageBuilder(docker, build_log_dir())
         listener = await anyio.create_unix_listener(os.path.join(self._dir, _SOCKET_NAME))
-        await task_group.start(self._serve, listener, name="docker-replica-sockets")
+        await task_group.start(self._server.serve, listener, name="docker-replica-sockets")
         logger.info("docker_runtime_started", engine_id=self.engine_id, url=where)
-
-    async def _serve(self, listener: Any, *, task_status: TaskStatus[None]) -> None:
-        with anyio.CancelScope() as self._serve_scope:
-            await self._server.serve(listener, task_status=task_status)
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -343,14 +338,15 @@ class DockerRuntime(Runtime):
             # made): wait for them, so that every replica is seen below. Each is bounded (a
             # launch by _START_TIMEOUT).
             await self._calls.wait()
-            if self._serve_scope is not None:
-                self._serve_scope.cancel()
+            # Its listener is closed, never its accept cancelled: see stop_accepting.
+            await self._server.stop_accepting()
             # Normally none is left: the engine stops its replicas first, but not one still
             # starting then. Each is waited for until its container is removed, so that no
             # replica's run uses the client once it is closed.
             async with anyio.create_task_group() as tg:
                 for replica in list(self._replicas):
                     tg.start_soon(replica.close, name=f"close-{replica.id}")
+            await self._server.close()  # a connection being greeted ended with its container
             if self._docker is not None:
                 removed = await self._remove_containers([self.engine_id], "remaining")
                 if removed:

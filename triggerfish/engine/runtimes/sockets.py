@@ -72,6 +72,9 @@ class FrameServer:
         self._expected: dict[str, Expected] = {}
         self.welcome = welcome
         self.refused = 0
+        self._listener: Listener[ByteStream] | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._served: anyio.Event | None = None  # set once serve has returned
 
     def expect(self, replica_id: str) -> Expected:
         expected = Expected(self, replica_id)
@@ -83,11 +86,57 @@ class FrameServer:
             del self._expected[expected.replica_id]
 
     async def serve(self, listener: Listener[ByteStream], *, task_status: TaskStatus[None]) -> None:
-        async with listener:
-            task_status.started()
-            await listener.serve(self._greet)
+        """Greet each connection in a task of its own until ``stop_accepting``; returns once
+        the greetings under way have ended too (or ``close`` gave up on them)."""
+        self._served = anyio.Event()
+        try:
+            with anyio.CancelScope() as self._scope:
+                async with listener, anyio.create_task_group() as greetings:
+                    self._listener = listener
+                    task_status.started()
+                    try:
+                        await listener.serve(self._greet, greetings)
+                    except* anyio.ClosedResourceError:
+                        pass  # closed by stop_accepting; the greetings go on
+        finally:
+            self._served.set()
+
+    async def stop_accepting(self) -> None:
+        """Accept no more connections: the listener is closed, which takes its socket out
+        of the event loop before it wakes the pending accept.
+
+        Never cancel a pending accept instead (nor a hello being read). On asyncio, anyio's
+        UNIX listener and streams wait on a future whose ``set_result`` is the socket's
+        reader callback, and its TCP listener on CPython's ``sock_accept``, whose reader
+        callback sets its future too. A cancel that runs in the loop iteration whose poll
+        found the socket readable (a replica connecting just then) leaves that callback
+        queued behind it: it sets the cancelled future, and the loop reports
+        ``InvalidStateError: invalid state`` (which fails a test run by anyio)."""
+        if self._listener is not None:
+            await self._listener.aclose()
+
+    async def close(self, timeout: float = HELLO_TIMEOUT) -> None:
+        """``stop_accepting``, then wait for the greetings under way, which end by
+        themselves (a hello, the peer's end, ``HELLO_TIMEOUT``), at most ``timeout``; what
+        is left then is cancelled. Call it once the replicas that might still be connecting
+        are stopped: their connections end with them."""
+        await self.stop_accepting()
+        if self._served is None:  # never served
+            return
+        with anyio.move_on_after(timeout):
+            await self._served.wait()
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def _greet(self, stream: ByteStream) -> None:
+        try:
+            await self._admit(stream)
+        except BaseException:  # cancelled: a connection that was not handed on is closed
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+            raise
+
+    async def _admit(self, stream: ByteStream) -> None:
         receive = BufferedByteReceiveStream(stream)
         try:
             with anyio.fail_after(HELLO_TIMEOUT):

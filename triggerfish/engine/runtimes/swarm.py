@@ -138,7 +138,6 @@ class SwarmRuntime(Runtime):
         self._url = url
         self._docker: aiodocker.Docker | None = None
         self._broken = "the Swarm runtime is not started"
-        self._serve_scope: anyio.CancelScope | None = None
         self._builder: ImageBuilder | None = None
         self._closed = False
         # From its start until its service is removed: what the close waits for.
@@ -184,12 +183,8 @@ class SwarmRuntime(Runtime):
             logger.info("swarm_services_removed", which="left_over", count=removed)
         listener = await anyio.create_tcp_listener(local_host=self.bind, local_port=self.port)
         self.port = listener.extra(SocketAttribute.local_port)
-        await task_group.start(self._serve, listener, name="swarm-replica-gate")
+        await task_group.start(self.server.serve, listener, name="swarm-replica-gate")
         logger.info("swarm_runtime_started", engine_id=self.engine_id, port=self.port)
-
-    async def _serve(self, listener: Any, *, task_status: TaskStatus[None]) -> None:
-        with anyio.CancelScope() as self._serve_scope:
-            await self.server.serve(listener, task_status=task_status)
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -200,14 +195,17 @@ class SwarmRuntime(Runtime):
             # A start under way ends once its replica is among _replicas (or it removed
             # what it made): wait for them, so that every replica is seen below.
             await self._calls.wait()
-            if self._serve_scope is not None:
-                self._serve_scope.cancel()
+            # Its listener is closed, never its accept cancelled: see stop_accepting.
+            await self.server.stop_accepting()
             # Normally none is left: the engine stops its replicas first, but not one still
             # starting then. Each is waited for until its service is removed, so that no
             # replica's run uses the client once it is closed.
             async with anyio.create_task_group() as tg:
                 for replica in list(self._replicas):
                     tg.start_soon(replica.close, name=f"close-{replica.id}")
+            # Not waiting for a stranger's hello: TCP streams, unlike anyio's UNIX ones, are
+            # safe to cancel while they wait (an event, not the socket's reader callback).
+            await self.server.close(0)
             if self._docker is not None:
                 removed = await self._remove_services([self.engine_id], "remaining")
                 if removed:
