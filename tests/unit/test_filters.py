@@ -44,6 +44,11 @@ ITEM = {
         ({"boxes": {"$match": {"label": "dog", "score": {"$gt": 0.5}}}}, True),
         ({"boxes": {"$match": {"label": "cat", "score": {"$gt": 0.5}}}}, False),
         ({"boxes.label": "cat"}, True),
+        ({"dir": {"$match": "/in*"}}, True),  # a glob, as Dataloop's FiltersOperations.MATCH
+        ({"dir": {"$match": "/in"}}, False),  # the whole string
+        ({"metadata.system.mimetype": {"$match": "video/mp[34]"}}, True),
+        ({"labels": {"$match": "d?g"}}, True),  # an array: any of its strings
+        ({"size": {"$match": "1*"}}, False),  # a glob matches strings only
         ({"hidden": False}, True),
         ({"hidden": 0}, False),  # JSON false is not the number 0
         ({"missing": None}, True),
@@ -74,6 +79,7 @@ def test_examples(spec: Any, expected: bool) -> None:
         ({"x": {"$gt": [1]}}, "filter.x.$gt", "number or a string"),
         ({"$or": []}, "filter.$or", "non-empty array"),
         ({"x": {"$match": 3}}, "filter.x.$match", "must be an object"),
+        ({"x": {"$match": ["*.jpg"]}}, "filter.x.$match", "must be an object"),
         ({"x": {"$gt": 1, "y": 2}}, "filter.x", "mix operators"),
         ([1], "filter", "must be an object"),
     ],
@@ -162,11 +168,20 @@ def ref_condition(values: list[Any], condition: Any) -> bool:
             ok = bool(values) == operand
         elif op == "$not":
             ok = not ref_condition(values, operand)
+        elif isinstance(operand, str):  # $match with a glob
+            ok = any(
+                any(isinstance(s, str) and fnmatch.fnmatchcase(s, operand) for s in _strings(v))
+                for v in values
+            )
         else:  # $match
             ok = any(isinstance(v, list) and any(reference(operand, e) for e in v) for v in values)
         if not ok:
             return False
     return True
+
+
+def _strings(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def reference(spec: dict[str, Any], doc: Any) -> bool:
@@ -216,7 +231,7 @@ def conditions(filters: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[
         st.tuples(st.sampled_from(["$gt", "$gte", "$lt", "$lte"]), order),
         st.tuples(st.sampled_from(["$in", "$nin"]), st.lists(operand_values, max_size=3)),
         st.tuples(st.just("$exists"), st.booleans()),
-        st.tuples(st.just("$match"), filters),
+        st.tuples(st.just("$match"), st.one_of(filters, patterns)),
     )
     ops = st.lists(operator, min_size=1, max_size=2, unique_by=lambda t: t[0]).map(dict)
     negated = ops.map(lambda o: {"$not": o})

@@ -8,6 +8,7 @@ The language (Dataloop's DQL, which follows MongoDB's query shape)::
     {"metadata.system.mimetype": "video/*"}         dotted paths; * and ? wildcards in strings
     {"labels": "cat"}                               an array matches when any element matches
     {"boxes": {"$match": {"label": "dog", "score": {"$gt": 0.5}}}}   an element of an array
+    {"filename": {"$match": "*.jp?g"}}              a shell glob (* ? [...]) over a string
 
 Semantics where a value is missing, as users of such queries expect: ``{"f": None}`` and ``$ne``
 and ``$nin`` match a missing field; every other condition does not. Ordering operators compare
@@ -21,6 +22,7 @@ returned predicate is pure.
 
 from __future__ import annotations
 
+import fnmatch
 import operator
 import re
 from collections.abc import Callable
@@ -260,10 +262,26 @@ def _compile_operator(op: str, operand: Any, where: str) -> Callable[[list[Any]]
             raise FilterError(where, "$not on a field takes an object of operators")
         inner = _compile_condition(operand, where)
         return lambda values: not inner(values)
-    # $match: some element of an array matches a whole sub-filter
+    if isinstance(operand, str):  # $match with a glob: a string that matches it
+        return _glob(operand)
+    # $match with an object: some element of an array matches a whole sub-filter
     element = _compile_document(operand, where)
     return lambda values: any(
         isinstance(v, list) and any(element(item) for item in v) for v in values
+    )
+
+
+def _glob(pattern: str) -> Callable[[list[Any]], bool]:
+    """``$match`` with a string, as Dataloop's FiltersOperations.MATCH writes it: a shell
+    glob (``*``, ``?``, ``[...]``), case-sensitive, over the whole string; an array matches
+    when any of its strings does."""
+    compiled = re.compile(fnmatch.translate(pattern))
+
+    def matches(value: Any) -> bool:
+        return isinstance(value, str) and compiled.match(value) is not None
+
+    return lambda values: any(
+        matches(v) or (isinstance(v, list) and any(matches(item) for item in v)) for v in values
     )
 
 
