@@ -28,9 +28,11 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from . import _json
+from ._fields import sort_fields, warn_ignored
 from .errors import ConfigurationError, DefinitionError, InvalidInputError
 
 __all__ = [
@@ -720,12 +722,17 @@ class _Dataloop(BaseModel):
 
     @classmethod
     def parse(cls, document: Any, where: str = "") -> Self:
-        """Validate a dict or JSON text; a bad field raises DefinitionError naming its path."""
+        """Validate a dict or JSON text; a bad field raises DefinitionError naming its path.
+        Fields only Dataloop uses are left out, and named once in the log (see _fields)."""
         document = load_document(document, where or cls._document)
+        ignored: list[str] = []
+        document = sort_fields(document, cls, where, ignored)
         try:
-            return cls.model_validate(document)
+            parsed = cls.model_validate(document)
         except ValidationError as exc:
             raise definition_error(where, exc) from None
+        warn_ignored(where or cls._document, ignored)
+        return parsed
 
     def to_json(self) -> dict[str, Any]:
         """The Dataloop JSON form (camelCase names)."""
@@ -854,13 +861,23 @@ class AutoscalerDefinition(_Dataloop):
 class RuntimeDefinition(_Dataloop):
     """Where and how wide a service runs. With a ``runnerImage``, replicas are containers of
     that image on the local Docker engine; without, local processes with the engine's own
-    interpreter. ``gpu`` and ``podType`` are accepted and kept."""
+    interpreter. ``gpu`` and ``podType`` are accepted and kept. ``replicas`` (Dataloop's
+    fixed count) stands for an autoscaler of that many, at least one, when none is given."""
 
     concurrency: int = Field(default=1, ge=1, le=10000)
     autoscaler: AutoscalerDefinition = Field(default_factory=AutoscalerDefinition)
     runner_image: str = Field(default="", alias="runnerImage")
     gpu: bool = False
     pod_type: str | None = Field(default=None, alias="podType")
+    replicas: int | None = Field(default=None, ge=0, le=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replicas_as_autoscaler(cls, data: Any) -> Any:
+        count = data.get("replicas") if isinstance(data, dict) else None
+        if type(count) is int and "autoscaler" not in data:
+            data = {**data, "autoscaler": {"minReplicas": count, "maxReplicas": max(count, 1)}}
+        return data
 
 
 class FunctionOptions(_Dataloop):

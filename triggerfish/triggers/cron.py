@@ -37,7 +37,8 @@ class CronError(ConfigurationError):
     """A cron spec, time zone or bound that cannot be accepted."""
 
 
-def _zone(name: str) -> ZoneInfo:
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone of that name; CronError if there is none."""
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -75,7 +76,7 @@ class CronSchedule:
                 "(minute hour day month weekday) or 6 (second first)"
             )
         _check_spec(" ".join(fields))
-        _zone(timezone)
+        zone(timezone)
         start = _aware(start_at, "start_at") if start_at else None
         end = _aware(end_at, "end_at") if end_at else None
         if start and end and end <= start:
@@ -89,10 +90,10 @@ class CronSchedule:
         after = _aware(after, "after")
         if self.start_at is not None and after < self.start_at:
             after = self.start_at - timedelta(microseconds=1)
-        zone = _zone(self.timezone)
+        where = zone(self.timezone)
         iterator = croniter(
             self.spec,
-            _walk_start(after, zone),
+            _walk_start(after, where),
             ret_type=datetime,
             second_at_beginning=len(self.spec.split()) == 6,
         )
@@ -100,7 +101,7 @@ class CronSchedule:
         # second pass through a repeated hour and merges skipped times that shift onto one.
         for _ in range(10_000):
             wall: datetime = iterator.get_next(datetime)
-            instant = _to_utc(wall, zone)
+            instant = _to_utc(wall, where)
             if instant <= after:
                 continue
             if self.end_at is not None and instant > self.end_at:

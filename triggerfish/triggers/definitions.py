@@ -11,7 +11,10 @@ A cron trigger (``"type": "Cron"``, or recognised by its ``cron`` field)::
      "startAt": "2026-01-01T00:00:00Z", "endAt": null, "input": {"days": 1}, "misfire": "skip"}
 
 A service JSON lists its triggers under ``"triggers"``; its other fields are the service's.
-Dataloop's nested form, with the trigger's fields under ``"spec"``, is accepted too. Every
+Dataloop's nested form, with the trigger's fields under ``"spec"`` and its function in
+``spec.operation.functionName``, is accepted too, as are the fields only Dataloop uses
+(ids, owners, timestamps: left out, and named once in the log); a ``startAt`` or ``endAt``
+without an offset is read in the trigger's ``timezone``. Every
 problem is reported with the path of the bad field (``triggers[1].executionMode: ...``).
 Filters and cron specs are validated here as well, so a definition accepted here runs.
 """
@@ -23,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .._fields import DATALOOP_FIELDS, sort_fields, warn_ignored
 from ..errors import ConfigurationError, DefinitionError
 from ..models import (
     CronTriggerSpec,
@@ -32,7 +36,7 @@ from ..models import (
     definition_error,
     load_document,
 )
-from .cron import CronSchedule
+from .cron import CronSchedule, zone
 from .filters import compile_filter
 
 __all__ = ["DefinitionError", "parse_service_triggers", "parse_trigger", "validate_spec"]
@@ -87,10 +91,14 @@ def parse_trigger(definition: Any, where: str = "trigger") -> TriggerSpec:
         raise DefinitionError(where, "a trigger definition must be a JSON object")
     if isinstance(definition.get("spec"), dict):  # Dataloop's nested form
         definition = {**{k: v for k, v in definition.items() if k != "spec"}, **definition["spec"]}
+    ignored: list[str] = []
+    definition = _operation(definition, where, ignored)
+    definition = sort_fields(definition, _Definition, where, ignored)
     try:
         parsed = _Definition.model_validate(definition)
     except ValidationError as exc:
         raise definition_error(where, exc) from None
+    warn_ignored(where, ignored)
     is_cron = (parsed.type or "").lower() == "cron" or (parsed.type is None and parsed.cron)
     fields: dict[str, Any] = {
         "name": parsed.name,
@@ -104,8 +112,8 @@ def parse_trigger(definition: Any, where: str = "trigger") -> TriggerSpec:
         optional: dict[str, Any] = {
             "cron": parsed.cron or "",
             "timezone": parsed.timezone,
-            "start_at": parsed.start_at,
-            "end_at": parsed.end_at,
+            "start_at": _in_zone(parsed.start_at, parsed.timezone, where),
+            "end_at": _in_zone(parsed.end_at, parsed.timezone, where),
             "misfire": parsed.misfire,
             "misfire_grace": parsed.misfire_grace,
         }
@@ -130,6 +138,46 @@ def parse_trigger(definition: Any, where: str = "trigger") -> TriggerSpec:
     except ValidationError as exc:
         raise definition_error(where, exc) from None
     return validate_spec(spec, where)
+
+
+def _operation(definition: dict[str, Any], where: str, ignored: list[str]) -> dict[str, Any]:
+    """Dataloop's ``operation`` (what its SDK posts: ``{"type": "function", "serviceId": ...,
+    "functionName": "run"}``) read as the trigger's ``function``."""
+    operation = definition.get("operation")
+    if operation is None:
+        return definition
+    here = f"{where}.operation"
+    if not isinstance(operation, dict):
+        raise DefinitionError(here, "must be an object, such as {'functionName': 'run'}")
+    kind = operation.get("type", "function")
+    if kind != "function":
+        raise DefinitionError(f"{here}.type", f"only 'function' runs here, not {kind!r}")
+    name = operation.get("functionName")
+    if not isinstance(name, str) or not name:
+        raise DefinitionError(f"{here}.functionName", "names the function the trigger runs")
+    given = definition.get("function")
+    if given is not None and given != name:
+        raise DefinitionError(
+            f"{here}.functionName", f"{name!r} is not the trigger's function {given!r}"
+        )
+    for key in operation:
+        if key not in ("type", "functionName"):
+            if key not in DATALOOP_FIELDS:
+                raise DefinitionError(f"{here}.{key}", "unknown field (known: type, functionName)")
+            ignored.append(f"{here}.{key}")
+    rest = {k: v for k, v in definition.items() if k != "operation"}
+    return {**rest, "function": name}
+
+
+def _in_zone(moment: datetime | None, timezone: str | None, where: str) -> datetime | None:
+    """A time written without an offset (as Dataloop's own example writes ``startAt``: a
+    naive ``isoformat()``) is read in the trigger's time zone (UTC if it has none)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    try:
+        return moment.replace(tzinfo=zone(timezone or "UTC"))
+    except ConfigurationError as exc:
+        raise DefinitionError(f"{where}.timezone", str(exc)) from None
 
 
 def parse_service_triggers(service: Any) -> list[TriggerSpec]:
