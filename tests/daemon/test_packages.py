@@ -213,3 +213,71 @@ def test_a_zip_bomb_is_refused_while_the_daemon_stays_healthy(daemon: Daemon) ->
         assert pushed.status_code == 201, pushed.text
         assert (pushed.json()["name"], pushed.json()["revision"]) == ("bomb", 1)
         assert http.get("/health").status_code == 200
+
+
+def test_triggers_and_services_export_as_dataloop_json_and_load_back_the_same(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    service = {
+        "name": "exported",
+        "packageName": "tagger",
+        "packageRevision": "latest",
+        "initParams": {"suffix": "x"},
+        "runtime": {"replicas": 1, "concurrency": 2},
+        "triggers": [
+            {
+                "name": "exported-on-jpg",
+                "type": "Event",
+                "spec": {
+                    "resource": "Item",
+                    "actions": ["Created"],
+                    "filter": {"filename": {"$match": "*.jpg"}},
+                    "executionMode": "Once",
+                    "operation": {"type": "function", "functionName": "tag"},
+                },
+            }
+        ],
+    }
+    deployed = cli(daemon, "deploy", str(codebase(tmp_path / "code", "v1", service)))
+    assert deployed.returncode == 0, deployed.stderr
+    cron = {
+        "name": "exported-nightly",
+        "function": "exported.tag",
+        "cron": "0 5 * * *",
+        "timezone": "Europe/Berlin",
+        "startAt": "2026-08-23T00:00:00",  # no offset: read in Berlin
+        "input": {"text": "nightly"},
+        "misfire": "skip",
+    }
+    ours = ("exported-on-jpg", "exported-nightly")
+    with daemon.http() as http:
+        assert http.post("/triggers", json=cron).status_code == 201
+        before = {name: http.get(f"/triggers/{name}").json()["spec"] for name in ours}
+        deployment = http.get("/services/exported/deployment").json()
+
+    exported = cli(daemon, "triggers", "export")
+    assert exported.returncode == 0, exported.stderr
+    written = [t for t in json.loads(exported.stdout) if t["name"] in ours]
+    assert {t["type"] for t in written} == {"Event", "Cron"}  # Dataloop's nested form
+    assert all(t["spec"]["operation"]["functionName"] == "exported.tag" for t in written)
+    with daemon.http() as http:
+        for name in ours:
+            assert http.delete(f"/triggers/{name}").status_code == 204
+    (tmp_path / "triggers.json").write_text(json.dumps(written))
+    applied = cli(daemon, "triggers", "apply", "-f", str(tmp_path / "triggers.json"))
+    assert applied.returncode == 0, applied.stderr
+    with daemon.http() as http:
+        after = {name: http.get(f"/triggers/{name}").json()["spec"] for name in ours}
+    assert after == before
+
+    exported_service = cli(daemon, "services", "export", "exported")
+    assert exported_service.returncode == 0, exported_service.stderr
+    document = json.loads(exported_service.stdout)
+    assert document["packageRevision"] == deployment["revision"]  # pinned
+    with daemon.http() as http:
+        again = http.post("/services", json=document)
+        assert again.status_code == 201, again.text
+        assert again.json()["definition"] == deployment["definition"]
+        assert again.json()["version"] == deployment["version"] + 1
+    unknown = cli(daemon, "services", "export", "nothing-here")
+    assert unknown.returncode != 0 and "nothing-here" in unknown.stderr

@@ -537,6 +537,13 @@ def _triggers(engine: Engine) -> APIRouter:
             return await triggers.apply(definition)
         return await triggers.create(definition)
 
+    @router.get("/export")
+    async def export_triggers() -> list[dict[str, Any]]:
+        """Every trigger as Dataloop's JSON (the nested form its SDK posts): what
+        ``POST /triggers?replace=true`` (or ``triggerfish triggers apply``) reads back as the
+        same triggers. (A trigger named "export" is read by its id.)"""
+        return triggers.export()
+
     @router.get("/{trigger}")
     async def get_trigger(trigger: str) -> Trigger:
         """A trigger by id or name."""
@@ -814,6 +821,12 @@ def _deployments(engine: Engine, runtime_defaults: RuntimeDefaults) -> APIRouter
             if not any(name.startswith(prefix) for prefix in pinned_pools)
         ]
         return deployed + registered
+
+    @router.get("/export")
+    async def export_services() -> list[dict[str, Any]]:
+        """The current version of every deployed service as Dataloop's service JSON (its
+        package revision pinned): what ``POST /services`` reads back as the same service."""
+        return deployments.export()
 
     @router.get("/{name}")
     async def get_service(name: str) -> ServiceStatus:

@@ -230,6 +230,25 @@ def services_describe(name: str, url: Url = None, key: Key = None) -> None:
     print_json(described)
 
 
+@services_app.command("export")
+def services_export(
+    name: Annotated[str | None, typer.Argument(help="one service (default: every one)")] = None,
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """Deployed services as Dataloop's service JSON (the current version, its package
+    revision pinned): what `triggerfish deploy` or POST /services reads back as the same."""
+    with client(url, key) as connected:
+        services = connected.request("GET", "/services/export").json()
+    if name is not None:
+        chosen = [s for s in services if s["name"] == name]
+        if not chosen:
+            fail(f"no service named {name!r} is deployed")
+        typer.echo(json.dumps(chosen[0], indent=2, ensure_ascii=False))
+        return
+    typer.echo(json.dumps(services, indent=2, ensure_ascii=False))
+
+
 @services_app.command("versions")
 def services_versions(name: str, url: Url = None, key: Key = None) -> None:
     """Every version of a deployed service, with the package revision it ran."""
@@ -626,6 +645,15 @@ def triggers_apply(
             except TriggerfishError as exc:
                 fail(f"{file} trigger {i}: {exc}")
             out.print(f"applied {trigger['spec']['name']} ({trigger['id']})", highlight=False)
+
+
+@triggers_app.command("export")
+def triggers_export(url: Url = None, key: Key = None) -> None:
+    """Every trigger as Dataloop's JSON (the nested form its SDK posts), an array that
+    `triggerfish triggers apply -f` reads back as the same triggers."""
+    with client(url, key) as connected:
+        triggers = connected.request("GET", "/triggers/export").json()
+    typer.echo(json.dumps(triggers, indent=2, ensure_ascii=False))
 
 
 @triggers_app.command("list")

@@ -148,6 +148,11 @@ class Deployments:
         """The current version of every deployed service, by name."""
         return [self._manager.current[n] for n in sorted(self._manager.current)]
 
+    def export(self) -> builtins.list[dict[str, Any]]:
+        """The current version of every deployed service as Dataloop's service JSON (its
+        package revision pinned), which a deploy reads back as the same definition."""
+        return [deployment.definition.to_json() for deployment in self.list()]
+
     async def versions(self, name: str) -> builtins.list[Deployment]:
         """Every version of a service, oldest first."""
         return await self._manager.versions(name)

@@ -13,7 +13,12 @@ from pydantic import ValidationError
 from ..engine.core import EngineCore
 from ..errors import ConfigurationError
 from ..models import CronTriggerSpec, EventTriggerSpec, Trigger, TriggerSpec
-from ..triggers.definitions import DefinitionError, parse_service_triggers, parse_trigger
+from ..triggers.definitions import (
+    DefinitionError,
+    export_trigger,
+    parse_service_triggers,
+    parse_trigger,
+)
 
 Definition = TriggerSpec | dict[str, Any] | str
 
@@ -82,6 +87,11 @@ class Triggers:
 
     def list(self) -> builtins.list[Trigger]:
         return [t.public() for t in self._core.trigger_records.values()]
+
+    def export(self) -> builtins.list[dict[str, Any]]:
+        """Every trigger as Dataloop's JSON (the nested form its SDK posts), which ``load``
+        (or ``triggerfish triggers apply``) reads back as the same triggers."""
+        return [export_trigger(t.spec) for t in self._core.trigger_records.values()]
 
     async def load(
         self, source: str | Path | dict[str, Any] | builtins.list[Any]

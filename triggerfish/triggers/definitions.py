@@ -39,7 +39,13 @@ from ..models import (
 from .cron import CronSchedule, zone
 from .filters import compile_filter
 
-__all__ = ["DefinitionError", "parse_service_triggers", "parse_trigger", "validate_spec"]
+__all__ = [
+    "DefinitionError",
+    "export_trigger",
+    "parse_service_triggers",
+    "parse_trigger",
+    "validate_spec",
+]
 
 
 class _Definition(BaseModel):
@@ -178,6 +184,39 @@ def _in_zone(moment: datetime | None, timezone: str | None, where: str) -> datet
         return moment.replace(tzinfo=zone(timezone or "UTC"))
     except ConfigurationError as exc:
         raise DefinitionError(f"{where}.timezone", str(exc)) from None
+
+
+def export_trigger(spec: TriggerSpec) -> dict[str, Any]:
+    """A trigger as Dataloop's JSON, in the nested form its SDK posts (the function in
+    ``spec.operation.functionName``); ``parse_trigger`` reads it back as the same spec.
+    Fields Dataloop has not (``timezone``, ``misfire``, ``loopLimit``) are kept in ``spec``."""
+    operation = {"type": "function", "functionName": spec.function}
+    inner: dict[str, Any]
+    if isinstance(spec, EventTriggerSpec):
+        inner = {"resource": spec.resource, "actions": list(spec.actions)}
+        if spec.filter is not None:
+            inner["filter"] = spec.filter
+        inner |= {"executionMode": spec.execution_mode, "input": spec.input}
+        if spec.loop_limit:
+            inner["loopLimit"] = spec.loop_limit
+        kind = "Event"
+    else:
+        inner = {
+            "cron": spec.cron,
+            "timezone": spec.timezone,
+            "startAt": spec.start_at.isoformat() if spec.start_at else None,
+            "endAt": spec.end_at.isoformat() if spec.end_at else None,
+            "input": spec.input,
+            "misfire": spec.misfire,
+            "misfireGrace": spec.misfire_grace,
+        }
+        kind = "Cron"
+    return {
+        "name": spec.name,
+        "type": kind,
+        "active": spec.active,
+        "spec": {**inner, "operation": operation},
+    }
 
 
 def parse_service_triggers(service: Any) -> list[TriggerSpec]:
