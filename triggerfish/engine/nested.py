@@ -1,5 +1,6 @@
-"""Calls a running function makes back into the engine: start, call_remote, await_result and
-emit, each served in a task of its own and answered with a REPLY to the replica that asked.
+"""Calls a running function makes back into the engine: start, call_remote, await_result,
+get, cancel, list and emit, each served in a task of its own and answered with a REPLY to
+the replica that asked.
 
 A nested execution records its parent and carries the parent's lineage, so loop protection
 sees a chain of calls as it sees a chain of triggers. A bad request from inside a function
@@ -15,7 +16,7 @@ from anyio.abc import TaskGroup
 
 from .. import _json
 from ..errors import InvocationFailedError, TriggerfishError, raise_for_outcome
-from ..models import ExecutionRecord
+from ..models import ExecutionQuery, ExecutionRecord
 from .lifecycle import Lifecycle
 from .replica import protocol
 from .scheduler import Slots
@@ -28,6 +29,21 @@ def _outcome(record: ExecutionRecord) -> bytes:
     return raise_for_outcome(
         record.id, record.function, record.status.value, record.error, record.result
     )
+
+
+def _state(record: ExecutionRecord) -> dict[str, Any]:
+    """An execution as a nested ``get`` answers it: plain data, its result the pickle the
+    replica made (never opened here)."""
+    return {
+        "id": record.id,
+        "function": record.function,
+        "status": record.status.value,
+        "result": record.result,
+        "error": record.error,
+        "attempts": record.attempts,
+        "failed_attempts": record.failed_attempts,
+        "progress": record.progress,
+    }
 
 
 class NestedCalls:
@@ -73,6 +89,15 @@ class NestedCalls:
             elif op == "await_result":
                 child, timeout = payload
                 reply = _outcome(await lifecycle.wait(child, timeout))
+            elif op == "get":
+                reply = _state(await lifecycle.record(str(payload)))
+            elif op == "cancel":
+                lifecycle.check_open()
+                await lifecycle.cancel(str(payload))
+                reply = None
+            elif op == "list":
+                function, offset, limit = payload
+                reply = await self._list(str(function), offset, int(limit))
             else:
                 raise TriggerfishError(f"unknown nested operation {op!r}")
             answer: tuple[Any, ...] = (protocol.REPLY, request_id, True, reply)
@@ -90,3 +115,14 @@ class NestedCalls:
             refusal = f"the nested {op} was refused: {type(exc).__name__}: {exc}"
             answer = (protocol.REPLY, request_id, False, ("TriggerfishError", refusal, {}))
         slots.replica.send(answer)
+
+    async def _list(self, function: str, offset: str | None, limit: int) -> tuple[Any, ...]:
+        """A page of a function's execution ids, newest first, and the next page's offset."""
+        if not 1 <= limit <= 1000:
+            raise TriggerfishError(f"limit must be from 1 to 1000, not {limit}")
+        store = self._lifecycle.store
+        spec = self._lifecycle.dispatch.spec_of(function)
+        await store.flush()
+        query = ExecutionQuery.build(function=spec.name, offset=offset, limit=limit + 1)
+        ids = await store.list_ids(query)
+        return (tuple(ids[:limit]), ids[limit - 1] if len(ids) > limit else None)

@@ -8,6 +8,7 @@ so decorated functions stay plain callable Python.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import concurrent.futures
 import contextvars
 import json
@@ -39,8 +40,9 @@ class ExecutionContext:
 
     ``execution_id`` and ``attempt`` name this run (None and 0 outside an execution).
     ``start``/``call_remote``/``await_result`` invoke other functions by name from a sync
-    function, and ``emit`` publishes an event; async functions use the ``a``-prefixed
-    coroutines. Nested executions are recorded with this one as their parent.
+    function, ``get``/``cancel``/``list`` look at and stop executions, and ``emit``
+    publishes an event; async functions use the ``a``-prefixed coroutines. Nested
+    executions are recorded with this one as their parent.
     """
 
     def __init__(
@@ -89,17 +91,51 @@ class ExecutionContext:
         blob = self._blocking("call_remote", (function, cloudpickle.dumps((args, kwargs))))
         return pickle.loads(blob)
 
+    def get(self, execution_id: str) -> dict[str, Any]:
+        """An execution as it stands now: its ``id``, ``function``, ``status`` (a status's
+        value), ``result`` (unpickled; None until there is one), ``error`` (type, message,
+        traceback, or None), ``attempts``, ``failed_attempts`` and ``progress``."""
+        return _state(self._blocking("get", execution_id))
+
+    def cancel(self, execution_id: str) -> None:
+        """Cancel an execution (as ``FunctionHandle.cancel`` does)."""
+        self._blocking("cancel", execution_id)
+
+    def list(
+        self, function: str, offset: str | None = None, limit: int = 50
+    ) -> tuple[builtins.list[str], str | None]:
+        """A page of ``function``'s execution ids, newest first, and the offset of the next
+        page (None on the last one)."""
+        ids, after = self._blocking("list", (function, offset, limit))
+        return builtins.list(ids), after
+
+    async def aget(self, execution_id: str) -> dict[str, Any]:
+        return _state(await self._async("get", execution_id))
+
+    async def acancel(self, execution_id: str) -> None:
+        await self._async("cancel", execution_id)
+
+    async def alist(
+        self, function: str, offset: str | None = None, limit: int = 50
+    ) -> tuple[builtins.list[str], str | None]:
+        ids, after = await self._async("list", (function, offset, limit))
+        return builtins.list(ids), after
+
     def emit(
         self, resource: str, action: str, body: Any = None, resource_id: str | None = None
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         """Publish an event from inside the function (it carries this execution's lineage, so
         loop protection sees it); returns the ids of the executions it caused."""
-        return list(self._blocking("emit", (resource, action, _event_json(body), resource_id)))
+        return builtins.list(
+            self._blocking("emit", (resource, action, _event_json(body), resource_id))
+        )
 
     async def aemit(
         self, resource: str, action: str, body: Any = None, resource_id: str | None = None
-    ) -> list[str]:
-        return list(await self._async("emit", (resource, action, _event_json(body), resource_id)))
+    ) -> builtins.list[str]:
+        return builtins.list(
+            await self._async("emit", (resource, action, _event_json(body), resource_id))
+        )
 
     async def astart(self, function: str, /, *args: Any, **kwargs: Any) -> str:
         return str(await self._async("start", (function, cloudpickle.dumps((args, kwargs)))))
@@ -110,6 +146,12 @@ class ExecutionContext:
     async def acall_remote(self, function: str, /, *args: Any, **kwargs: Any) -> Any:
         blob = await self._async("call_remote", (function, cloudpickle.dumps((args, kwargs))))
         return pickle.loads(blob)
+
+
+def _state(answer: dict[str, Any]) -> dict[str, Any]:
+    """A nested ``get``'s answer, its result unpickled (it came as the pickle it was made)."""
+    blob = answer.get("result")
+    return {**answer, "result": pickle.loads(blob) if blob is not None else None}
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
