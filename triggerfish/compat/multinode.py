@@ -40,10 +40,10 @@ from ..errors import (
     InvocationTimedOutError,
 )
 from ..models import Execution, ExecutionPage, ExecutionStatus
-from ..sdk.blocking import BlockingEngine, BlockingFunctionHandle
+from ..sdk.blocking import BlockingFunctionHandle
 from ..sdk.engine import AsyncEngine
-from ..sdk.entry import Engine
 from ..sdk.remote import Client
+from ._embedded import Embedded
 
 __all__ = [
     "Invocation",
@@ -210,9 +210,8 @@ class Multinode:
     function, and stopped when the program exits; or on a daemon's (``--app``)."""
 
     def __init__(self) -> None:
-        self._running: BlockingEngine | None = None
-        self._lock = threading.Lock()
         self._functions: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {}
+        self._embedded = Embedded(self)
 
     def function(
         self,
@@ -261,18 +260,7 @@ class Multinode:
             engine.function(name=name, **options)(fn)
 
     def _handle(self, name: str) -> BlockingFunctionHandle:
-        with self._lock:
-            if self._running is None:
-                engine = Engine()
-                self(engine)
-                self._running = BlockingEngine(engine).__enter__()
-                atexit.register(self._stop)
-        return self._running.handle(name)
-
-    def _stop(self) -> None:
-        running, self._running = self._running, None
-        if running is not None:
-            running.__exit__(None, None, None)
+        return self._embedded.running().handle(name)
 
 
 class _DeployedFunction(_Methods):

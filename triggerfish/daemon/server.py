@@ -93,7 +93,8 @@ def listen(config: DaemonConfig) -> socket.socket:
 
 
 def load_setup(spec: str) -> Callable[[Engine], Any]:
-    """``module:function``: a function that registers functions and triggers on the engine."""
+    """``module:function``: a function that registers functions and triggers on the engine
+    (or an object with a ``__triggerfish_app__`` that does)."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigurationError(f"app {spec!r} must be 'module:function'")
@@ -102,6 +103,8 @@ def load_setup(spec: str) -> Callable[[Engine], Any]:
     except ImportError as exc:
         raise ConfigurationError(f"app {spec!r}: cannot import {module_name!r}: {exc}") from None
     setup = getattr(module, attr, None)
+    # An object may say how it is served (a compat layer's function: all of its program).
+    setup = getattr(setup, "__triggerfish_app__", setup)
     if not callable(setup):
         raise ConfigurationError(f"app {spec!r}: {module_name} has no function {attr!r}")
     return setup  # type: ignore[no-any-return]

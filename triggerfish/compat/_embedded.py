@@ -1,0 +1,37 @@
+"""The engine a compat layer runs code on when the program gives it none."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Callable
+
+from ..sdk.blocking import BlockingEngine
+from ..sdk.engine import AsyncEngine
+from ..sdk.entry import Engine
+
+__all__ = ["Embedded"]
+
+
+class Embedded:
+    """An engine in this program (an in-memory store, process replicas), given its functions
+    by ``setup``, started the first time it is needed and stopped when the program exits."""
+
+    def __init__(self, setup: Callable[[AsyncEngine], None]) -> None:
+        self._setup = setup
+        self._lock = threading.Lock()
+        self._running: BlockingEngine | None = None
+
+    def running(self) -> BlockingEngine:
+        with self._lock:
+            if self._running is None:
+                engine = Engine()
+                self._setup(engine)
+                self._running = BlockingEngine(engine).__enter__()
+                atexit.register(self.stop)
+            return self._running
+
+    def stop(self) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            running.__exit__(None, None, None)
