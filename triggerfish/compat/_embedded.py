@@ -31,7 +31,19 @@ class Embedded:
                 atexit.register(self.stop)
             return self._running
 
+    def apply(self, change: Callable[[AsyncEngine], None]) -> None:
+        """Make a change (register a function) on the engine if it runs, on its event loop;
+        if it does not, ``setup`` is to make it when it starts."""
+        with self._lock:
+            running = self._running
+            if running is not None:
+                running.portal.call(_sync, change, running.engine)
+
     def stop(self) -> None:
         running, self._running = self._running, None
         if running is not None:
             running.__exit__(None, None, None)
+
+
+async def _sync(change: Callable[[AsyncEngine], None], engine: AsyncEngine) -> None:
+    change(engine)

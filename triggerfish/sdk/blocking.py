@@ -128,6 +128,11 @@ class BlockingEngine:
             raise EngineClosedError("the engine is not running")
         return self._portal
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine itself (its coroutines run through ``portal``)."""
+        return self._engine
+
     def handle(self, function: Callable[..., Any] | str) -> BlockingFunctionHandle:
         return BlockingFunctionHandle(self.portal, self._engine.handle(function))
 
