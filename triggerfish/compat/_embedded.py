@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import atexit
 import threading
+import weakref
 from collections.abc import Callable
+from typing import ClassVar
 
 from ..sdk.blocking import BlockingEngine
 from ..sdk.engine import AsyncEngine
@@ -17,10 +19,22 @@ class Embedded:
     """An engine in this program (an in-memory store, process replicas), given its functions
     by ``setup``, started the first time it is needed and stopped when the program exits."""
 
+    #: Every one made in this program (see ``stop_all``).
+    made: ClassVar[weakref.WeakSet[Embedded]] = weakref.WeakSet()
+
     def __init__(self, setup: Callable[[AsyncEngine], None]) -> None:
         self._setup = setup
         self._lock = threading.Lock()
         self._running: BlockingEngine | None = None
+        Embedded.made.add(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        """Stop every engine running here (a test suite between its modules: an engine
+        that runs holds the process's settings, such as the collector's pacing); each
+        starts again when it is needed."""
+        for embedded in list(cls.made):
+            embedded.stop()
 
     def running(self) -> BlockingEngine:
         with self._lock:
