@@ -212,3 +212,55 @@ def test_a_bad_trigger_definition_is_refused_naming_the_field(
         parse_trigger({"name": "t", "resource": "Item", "actions": ["Created"], **spec})
     assert str(refused.value).startswith(where), str(refused.value)
     assert words in str(refused.value)
+
+
+def test_the_service_and_trigger_json_of_dataloops_document_is_read_as_written() -> None:
+    """The document's "Trigger JSON" example (a service with its triggers), as written
+    there (Python's literals: its filter's quotes and False)."""
+    from triggerfish.triggers.definitions import parse_service_triggers
+
+    document = {
+        "name": "service-name",
+        "packageName": "default_package",
+        "packageRevision": "latest",
+        "runtime": {"gpu": False, "replicas": 1, "concurrency": 6, "runnerImage": ""},
+        "triggers": [
+            {
+                "name": "trigger-name",
+                "filter": {"$and": [{"dir": "/train"}, {"hidden": False}, {"type": "file"}]},
+                "resource": "Item",
+                "actions": ["Created"],
+                "active": True,
+                "function": "run",
+                "executionMode": "Once",
+            }
+        ],
+        "initParams": {},
+        "moduleName": "default_module",
+    }
+    service = ServiceDefinition.parse(document)
+    (trigger,) = parse_service_triggers(document)
+    assert service.runtime.autoscaler.max_replicas == 1 and service.runtime.concurrency == 6
+    assert trigger.function == "run" and trigger.execution_mode == "Once"
+    package = PackageDefinition.parse(
+        {
+            "name": "default_package",
+            "modules": [
+                {
+                    "name": "default_module",
+                    "className": "ServiceRunner",
+                    "entryPoint": "main.py",
+                    "initInputs": [],
+                    "functions": [
+                        {
+                            "name": "run",
+                            "description": "this description for your service",
+                            "input": [{"name": "item", "type": "Item"}],
+                            "output": [],
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    assert package.module(None).class_name == "ServiceRunner"
